@@ -1,0 +1,53 @@
+"""Payments: charge an order's total at most once; refund at most once.
+
+One PAYMENTS record per order, written with compare-and-set, is the idempotency key: a redelivered
+charge finds the record and answers as before instead of charging again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.handler import Context, Outcome, emit
+
+CHARGED, DECLINED, REFUNDED, VOIDED = "charged", "declined", "refunded", "voided"
+
+
+async def charge(msg: dict[str, Any], ctx: Context) -> Outcome:
+    order_id, total = msg["orderId"], float(msg["total"])
+    limit = float(ctx.settings.get("decline_over", 5000.0))
+
+    def decide(value: dict[str, Any] | None) -> tuple[Any, Any]:
+        if value is not None:
+            return value, value
+        if total > limit:
+            new = {
+                "status": DECLINED,
+                "amount": total,
+                "reason": f"payment declined: total {total:.2f} exceeds limit {limit:.2f}",
+            }
+        else:
+            new = {"status": CHARGED, "amount": total}
+        return new, new
+
+    record = await ctx.kv("PAYMENTS").mutate(order_id, decide)
+    if record["status"] == CHARGED or record["status"] == REFUNDED:
+        return emit("completed", amount=record["amount"])
+    return emit("failed", reason=record.get("reason") or "order was cancelled")
+
+
+async def refund(msg: dict[str, Any], ctx: Context) -> Outcome:
+    """Compensation: undo a charge. Before any charge, a tombstone makes a late charge decline."""
+    order_id = msg["orderId"]
+
+    def undo(value: dict[str, Any] | None) -> tuple[Any, Any]:
+        if value is None:
+            new = {"status": VOIDED, "amount": 0, "reason": "order was cancelled before payment"}
+            return new, new
+        if value["status"] == CHARGED:
+            new = {**value, "status": REFUNDED}
+            return new, new
+        return value, value
+
+    await ctx.kv("PAYMENTS").mutate(order_id, undo)
+    return emit("refunded")

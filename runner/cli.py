@@ -1,0 +1,360 @@
+"""The `flowrun` command line. Commands parse options and call the engine; no logic of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import nats
+
+from runner import config as config_mod
+from runner import logs
+from runner.inspect import consumer_info, render, stream_info
+from runner.provision import MODES, plan_and_apply
+from runner.service import ProvisionError, Runtime, RuntimeOptions
+
+T = TypeVar("T")
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+nats_option = click.option(
+    "--nats",
+    "nats_url",
+    envvar="NATS_URL",
+    default=None,
+    metavar="URL",
+    help=f"NATS server URL (env NATS_URL; default {DEFAULT_NATS})",
+)
+config_option = click.option(
+    "--config",
+    "config_dir",
+    default=".",
+    show_default=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="directory holding streams.yaml and flows/",
+)
+verbose_option = click.option("-v", "--verbose", count=True, help="more logging (-v info, -vv debug)")
+
+
+def _load(config_dir: Path) -> config_mod.Config:
+    cfg, problems = config_mod.load(config_dir)
+    if problems or cfg is None:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+        sys.exit(1)
+    return cfg
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+async def _connect(url: str | None) -> nats.NATS:
+    try:
+        return await nats.connect(
+            url or DEFAULT_NATS, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+        )
+    except Exception as exc:
+        raise click.ClickException(f"cannot connect to NATS at {url or DEFAULT_NATS}: {exc!r}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """flowrun: declarative workflows and sagas on NATS JetStream."""
+
+
+async def _serve(runtime: Runtime, banner: Callable[[], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+    except ProvisionError as exc:
+        await runtime.stop()
+        raise click.ClickException(str(exc)) from exc
+    banner()
+    await stop.wait()
+    click.echo("shutting down: finishing in-flight messages …", err=True)
+    await runtime.stop()
+
+
+@main.command()
+@nats_option
+@config_option
+@click.option("--http-port", type=int, default=None, help="HTTP port (default: the YAML's, 5100)")
+@click.option("--nats-port", type=int, default=4222, show_default=True, help="port of the embedded nats-server")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default="data/nats",
+    show_default=True,
+    help="JetStream store of the embedded nats-server",
+)
+@click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+@verbose_option
+def up(
+    nats_url: str | None,
+    config_dir: Path,
+    http_port: int | None,
+    nats_port: int,
+    data_dir: str,
+    mode: str,
+    verbose: int,
+) -> None:
+    """Run every service (and an embedded nats-server unless --nats/NATS_URL is given)."""
+    from runner.embedded import EmbeddedServer
+
+    logs.setup(verbose)
+    cfg = _load(config_dir)
+    server = None
+    if not nats_url:
+        server = EmbeddedServer(
+            port=nats_port, data_dir=data_dir, log_file=str(Path(data_dir).parent / "nats-server.log")
+        )
+        server.start()
+        nats_url = server.url
+    runtime = Runtime(cfg, list(cfg.services), nats_url, RuntimeOptions(provision=mode, http_port=http_port))
+
+    def banner() -> None:
+        click.echo(
+            f"flowrun up: services {', '.join(cfg.services)} on {nats_url}"
+            + (" (embedded nats-server)" if server else ""),
+            err=True,
+        )
+        for url in runtime.http_urls:
+            click.echo(f"  HTTP  {url}/api/orders   health {url}/healthz", err=True)
+        click.echo("  Ctrl-C to stop", err=True)
+
+    try:
+        _run(lambda: _serve(runtime, banner))
+    finally:
+        if server:
+            server.stop()
+
+
+@main.command()
+@click.option("--service", "services", multiple=True, required=True, help="service to run (repeatable)")
+@nats_option
+@config_option
+@click.option("--http-port", type=int, default=None, help="HTTP port for a service with an API")
+@click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+@verbose_option
+def start(
+    services: tuple[str, ...], nats_url: str | None, config_dir: Path, http_port: int | None, mode: str, verbose: int
+) -> None:
+    """Run one service (start it N times to scale out: instances share its durable consumers)."""
+    logs.setup(verbose)
+    cfg = _load(config_dir)
+    unknown = [s for s in services if s not in cfg.services]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown service {unknown[0]!r}; declared: {', '.join(cfg.services)}", param_hint="--service"
+        )
+    runtime = Runtime(
+        cfg, list(services), nats_url or DEFAULT_NATS, RuntimeOptions(provision=mode, http_port=http_port)
+    )
+
+    def banner() -> None:
+        click.echo(
+            f"flowrun: {', '.join(services)} running on {nats_url or DEFAULT_NATS} (pid {os.getpid()})", err=True
+        )
+        for url in runtime.http_urls:
+            click.echo(f"  HTTP  {url}", err=True)
+
+    _run(lambda: _serve(runtime, banner))
+
+
+@main.command()
+@config_option
+@click.option(
+    "--nats", "nats_url", default=None, metavar="URL", help="also check against this server (replicas vs. cluster size)"
+)
+def validate(config_dir: Path, nats_url: str | None) -> None:
+    """Check streams.yaml and flows/: every problem at once, as file:line:col: message."""
+    cfg = _load(config_dir)
+    if nats_url:
+        problems = _run(lambda: _cluster_problems(cfg, nats_url))
+        if problems:
+            for p in problems:
+                click.echo(p, err=True)
+            sys.exit(1)
+    click.echo(
+        f"ok: {len(cfg.streams)} streams, {len(cfg.services)} services, "
+        f"{sum(len(s.consumers) for s in cfg.services.values())} consumers, {len(cfg.sagas)} sagas"
+    )
+
+
+async def _cluster_problems(cfg: config_mod.Config, url: str) -> list[str]:
+    nc = await _connect(url)
+    try:
+        info = nc._server_info
+        size = (len(info.get("connect_urls") or []) + 1) if info.get("cluster") else 1
+    finally:
+        await nc.close()
+    streams_file = cfg.root / "streams.yaml"
+    return [
+        f"{streams_file}: stream {s.name} wants {s.replicas} replicas but the cluster at {url} has {size} server(s)"
+        for s in cfg.streams.values()
+        if s.replicas > size
+    ]
+
+
+@main.command()
+@nats_option
+@config_option
+@click.option("--dry-run", is_flag=True, help="show the plan, change nothing")
+@click.option(
+    "--mode",
+    type=click.Choice(["create", "verify"]),
+    default="create",
+    show_default=True,
+    help="verify: only report differences (exit 1 if any)",
+)
+def provision(nats_url: str | None, config_dir: Path, dry_run: bool, mode: str) -> None:
+    """Create or update streams, consumers and KV buckets to match the YAML (never deletes data)."""
+    cfg = _load(config_dir)
+
+    async def go() -> Any:
+        nc = await _connect(nats_url)
+        try:
+            return await plan_and_apply(nc.jetstream(), cfg, mode, dry_run=dry_run)
+        finally:
+            await nc.close()
+
+    plan = _run(go)
+    for change in plan.changes:
+        click.echo(str(change))
+    if dry_run or mode == "verify":
+        click.echo(
+            f"{len(plan.pending)} change(s) to apply, {len(plan.drift)} drift(s)" + (" (dry run)" if dry_run else "")
+        )
+    else:
+        click.echo(f"applied {len(plan.pending)} change(s); {len(plan.drift)} drift(s) left for you to decide")
+    if mode == "verify" and (plan.pending or plan.drift):
+        sys.exit(1)
+    if plan.drift:
+        sys.exit(2)
+
+
+def _print(data: Any, as_json: bool) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
+
+
+@main.group()
+def stream() -> None:
+    """Inspect streams."""
+
+
+@stream.command("ls")
+@nats_option
+@click.option("--json", "as_json", is_flag=True)
+def stream_ls(nats_url: str | None, as_json: bool) -> None:
+    async def go() -> list[dict[str, Any]]:
+        nc = await _connect(nats_url)
+        try:
+            js = nc.jetstream()
+            return [await stream_info(js, s.config.name) for s in await js.streams_info()]
+        finally:
+            await nc.close()
+
+    infos = _run(go)
+    if as_json:
+        click.echo(json.dumps(infos, indent=2, default=str))
+        return
+    click.echo(f"{'STREAM':<12} {'MESSAGES':>9} {'BYTES':>10} {'CONSUMERS':>9}  SUBJECTS")
+    for i in sorted(infos, key=lambda i: i["name"]):
+        st = i["state"]
+        click.echo(
+            f"{i['name']:<12} {st['messages']:>9} {st['bytes']:>10} {st['consumers']:>9}  {', '.join(i['subjects'])}"
+        )
+
+
+@stream.command("info")
+@click.argument("name")
+@nats_option
+@click.option("--json", "as_json", is_flag=True)
+def stream_info_cmd(name: str, nats_url: str | None, as_json: bool) -> None:
+    async def go() -> dict[str, Any]:
+        nc = await _connect(nats_url)
+        try:
+            return await stream_info(nc.jetstream(), name)
+        except nats.js.errors.NotFoundError:
+            raise click.ClickException(f"stream {name} not found") from None
+        finally:
+            await nc.close()
+
+    _print(_run(go), as_json)
+
+
+@main.group()
+def consumer() -> None:
+    """Inspect consumers."""
+
+
+@consumer.command("ls")
+@click.argument("stream_name")
+@nats_option
+@click.option("--json", "as_json", is_flag=True)
+def consumer_ls(stream_name: str, nats_url: str | None, as_json: bool) -> None:
+    async def go() -> list[dict[str, Any]]:
+        nc = await _connect(nats_url)
+        try:
+            js = nc.jetstream()
+            return [await consumer_info(js, stream_name, c.name) for c in await js.consumers_info(stream_name)]
+        except nats.js.errors.NotFoundError:
+            raise click.ClickException(f"stream {stream_name} not found") from None
+        finally:
+            await nc.close()
+
+    infos = _run(go)
+    if as_json:
+        click.echo(json.dumps(infos, indent=2, default=str))
+        return
+    click.echo(f"{'CONSUMER':<26} {'PENDING':>8} {'ACK PENDING':>11} {'REDELIVERED':>11}  FILTERS")
+    for i in sorted(infos, key=lambda i: i["name"]):
+        st = i["state"]
+        click.echo(
+            f"{i['name']:<26} {st['pending']:>8} {st['ack_pending']:>11} {st['redelivered']:>11}  "
+            f"{', '.join(i['filter_subjects'])}"
+        )
+
+
+@consumer.command("info")
+@click.argument("stream_name")
+@click.argument("name")
+@nats_option
+@click.option("--json", "as_json", is_flag=True)
+def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, as_json: bool) -> None:
+    async def go() -> dict[str, Any]:
+        nc = await _connect(nats_url)
+        try:
+            return await consumer_info(nc.jetstream(), stream_name, name)
+        except nats.js.errors.NotFoundError:
+            raise click.ClickException(f"consumer {stream_name}/{name} not found") from None
+        finally:
+            await nc.close()
+
+    _print(_run(go), as_json)
+
+
+@main.command()
+@click.argument("which", type=click.Choice(["streams", "flows", "all"]), default="all")
+def schema(which: str) -> None:
+    """Print the JSON Schemas (draft 2020-12) of streams.yaml and flows/*.yaml, for editors."""
+    if which == "all":
+        click.echo(json.dumps({"streams": config_mod.schema("streams"), "flows": config_mod.schema("flows")}, indent=2))
+    else:
+        click.echo(json.dumps(config_mod.schema(which), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Per-consumer dispatch: decode → validate → handler or saga → publish outputs → ack.
+
+Messages are processed a batch at a time with every handler running concurrently; a batch's outputs
+are published pipelined (publish_async) and each message is acked only once its own outputs are
+stored. Failures follow the retry policy: `nak(delay)` from the policy, or after the last attempt
+(or at once for a fatal error) a dead-letter entry and `term()`. A dead-letter publish that fails
+leaves the message un-acked, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from runner import codec, deadletter
+from runner.handler import Context, FatalError, Outcome, RetryableError
+from runner.kv import Bucket
+from runner.logs import event
+from runner.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
+from runner.pull import PullStream
+from runner.saga import Publish, SagaMachine
+from runner.subjects import is_identifier
+
+log = logging.getLogger("flowrun.dispatch")
+
+Run = Callable[[dict[str, Any], str, str], Awaitable[list[Publish]]]
+"""(payload, subject, event id) → what to publish."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one subject is handled on a consumer."""
+
+    run: Run
+    retry: RetryPolicy
+    timeout: float
+    schema: Draft202012Validator | None
+
+
+def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Context, key: str) -> Run:
+    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
+        outcome = await fn(data, ctx)
+        if outcome is None:
+            return []
+        if not isinstance(outcome, Outcome):
+            raise FatalError(f"handler {binding.handler} returned {type(outcome).__name__}, not an Outcome")
+        target = binding.emits.get(outcome.name)
+        if target is None:
+            raise FatalError(f"handler {binding.handler} returned outcome {outcome.name!r}, not in its emits")
+        payload = {key: data[key], **outcome.data}
+        return [Publish(target, payload, f"{data[key]}.{target}")]
+
+    return run
+
+
+def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
+    key_field = machine.spec.key
+
+    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
+        def step(record: Any) -> tuple[Any, list[Publish]]:
+            decision = machine.apply(record, subject, data, event_id)
+            return (decision.record if decision.changed else record), decision.publishes
+
+        return await bucket.mutate(data[key_field], step)
+
+    return run
+
+
+class Failure(Exception):
+    """Why a message could not be processed, already classified."""
+
+    def __init__(self, message: str, error_type: str, fatal: bool):
+        super().__init__(message)
+        self.error_type = error_type
+        self.fatal = fatal
+
+
+def classify(exc: BaseException, policy: RetryPolicy) -> Failure:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    name = type(exc).__name__
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, FatalError) or names & set(policy.fatal_on):
+        return Failure(str(exc) or name, name, fatal=True)
+    if isinstance(exc, RetryableError):
+        return Failure(str(exc) or name, name, fatal=False)
+    if policy.retry_on and not names & set(policy.retry_on):
+        return Failure(str(exc) or name, name, fatal=True)
+    return Failure(str(exc) or name, name, fatal=False)
+
+
+class ConsumerWorker:
+    """Runs one durable consumer of one service until stopped."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        service: ServiceSpec,
+        spec: ConsumerSpec,
+        routes: dict[str, Route],
+        correlation_key: str,
+        keepalive: bool = True,
+    ):
+        self.js = js
+        self.service = service
+        self.spec = spec
+        self.routes = routes
+        self.key = correlation_key
+        self.keepalive = keepalive
+        self.pull: PullStream | None = None
+        self.ready = False
+        self._stopping = False
+        self.processed = 0
+        self.dead_lettered = 0
+        self.retried = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.service.name}/{self.spec.durable}"
+
+    async def run(self) -> None:
+        """Pull and process until `stop()`; raises if the consumer becomes unusable."""
+        self.pull = PullStream(self.js._nc, self.spec.stream, self.spec.durable, self.spec.batch, self.spec.concurrency)
+        await self.pull.start()
+        self.ready = True
+        workers = max(1, self.spec.concurrency // self.spec.batch)
+        try:
+            await asyncio.gather(*(self._work() for _ in range(workers)))
+        finally:
+            self.ready = False
+            await self.pull.close()
+
+    async def _work(self) -> None:
+        assert self.pull is not None
+        while not self._stopping:
+            msgs = await self.pull.take(self.spec.batch, 0.5)
+            if not msgs:
+                continue
+            try:
+                await self.handle_batch(msgs)
+            finally:
+                await self.pull.release(len(msgs))
+
+    async def stop(self) -> None:
+        """Stop pulling; in-flight batches finish and ack; queued messages are handed back."""
+        self._stopping = True
+        if self.pull is not None:
+            await self.pull.stop()
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.keepalive else None
+        try:
+            results = await asyncio.gather(*(self._process(m) for m in msgs), return_exceptions=True)
+            pending: list[tuple[Msg, list[asyncio.Future[Any]]]] = []
+            dead: list[tuple[Msg, Failure, asyncio.Future[Any] | None]] = []
+            for msg, result in zip(msgs, results, strict=True):
+                if isinstance(result, BaseException):
+                    failure = classify(result, self._policy(msg))
+                    if failure.fatal or msg.metadata.num_delivered >= self._policy(msg).max_attempts:
+                        dead.append((msg, failure, await self._dead_letter(msg, failure)))
+                    else:
+                        await self._retry(msg, failure)
+                    continue
+                futures = [await self._publish(p, msg) for p in result]
+                pending.append((msg, futures))
+            for msg, futures in pending:
+                if futures:
+                    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+                    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                    if failed is not None:
+                        await self._retry(msg, Failure(f"publishing outputs failed: {failed!r}", "PublishError", False))
+                        continue
+                await msg.ack()
+                self.processed += 1
+            for msg, failure, future in dead:
+                await self._finish_dead_letter(msg, failure, future)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+
+    async def _keep_alive(self, msgs: list[Msg]) -> None:
+        """Long handlers keep their messages: in_progress() before the ack wait runs out."""
+        period = max(self.spec.ack_wait * 0.4, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            for msg in msgs:
+                if not msg._ackd:
+                    await msg.in_progress()
+
+    def _policy(self, msg: Msg) -> RetryPolicy:
+        route = self.routes.get(msg.subject)
+        return route.retry if route else self.service.retry
+
+    async def _process(self, msg: Msg) -> list[Publish]:
+        route = self.routes.get(msg.subject)
+        if route is None:
+            raise Failure(f"no handler bound to subject {msg.subject!r} on {self.name}", "NoHandler", fatal=True)
+        try:
+            data = codec.loads(msg.data)
+        except codec.DecodeError as exc:
+            raise Failure(f"payload is not valid JSON: {exc}", "DecodeError", fatal=True) from None
+        if not isinstance(data, dict):
+            raise Failure(f"payload must be a JSON object, got {type(data).__name__}", "DecodeError", fatal=True)
+        correlation = data.get(self.key)
+        if correlation is None:
+            raise Failure(f"payload lacks its correlation id {self.key!r}", "ValidationError", fatal=True)
+        if not is_identifier(correlation):
+            raise Failure(f"{self.key} {correlation!r} is not a valid identifier", "ValidationError", fatal=True)
+        if route.schema is not None:
+            error = next(iter(route.schema.iter_errors(data)), None)
+            if error is not None:
+                where = "/".join(map(str, error.absolute_path)) or "payload"
+                raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", fatal=True)
+        headers = msg.headers or {}
+        event_id = headers.get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
+        try:
+            async with asyncio.timeout(route.timeout):
+                return await route.run(data, msg.subject, event_id)
+        except TimeoutError:
+            raise Failure(f"handler timed out after {route.timeout:g}s", "HandlerTimeout", fatal=False) from None
+
+    async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
+        headers = {"Nats-Msg-Id": p.msg_id, deadletter.H_CORRELATION: str(p.data.get(self.key, ""))}
+        trace = (cause.headers or {}).get("traceparent")
+        if trace:
+            headers["traceparent"] = trace
+        return await self.js.publish_async(p.subject, codec.dumps(p.data), headers=headers)
+
+    async def _retry(self, msg: Msg, failure: Failure) -> None:
+        attempt = msg.metadata.num_delivered
+        delay = self._policy(msg).delay(attempt)
+        self.retried += 1
+        event(
+            log,
+            logging.WARNING,
+            "retrying",
+            service=self.service.name,
+            consumer=self.spec.durable,
+            subject=msg.subject,
+            attempt=attempt,
+            delay=f"{delay:.3f}s",
+            error=failure.error_type,
+            reason=str(failure),
+        )
+        await msg.nak(delay=delay)
+
+    async def _dead_letter(self, msg: Msg, failure: Failure) -> asyncio.Future[Any] | None:
+        dl = self.service.dead_letter
+        correlation = None
+        try:
+            correlation = codec.loads(msg.data).get(self.key)
+        except Exception:  # the payload may be exactly what was wrong
+            pass
+        headers = deadletter.dead_letter_headers(
+            msg,
+            self.service.name,
+            self.spec.durable,
+            failure.error_type,
+            str(failure),
+            correlation if isinstance(correlation, str) else None,
+        )
+        subject = deadletter.dead_letter_subject(dl.subject_prefix, self.service.name, msg.subject)
+        try:
+            return await self.js.publish_async(subject, msg.data, headers=headers)
+        except Exception as exc:
+            event(log, logging.ERROR, "dead-letter publish failed", subject=msg.subject, error=repr(exc))
+            return None
+
+    async def _finish_dead_letter(self, msg: Msg, failure: Failure, future: asyncio.Future[Any] | None) -> None:
+        try:
+            if future is None:
+                raise RuntimeError("not published")
+            await future
+        except Exception as exc:
+            # Never lost: leave it to come back and try dead-lettering again.
+            event(log, logging.ERROR, "dead-letter not stored; message kept", subject=msg.subject, error=repr(exc))
+            await msg.nak(delay=1.0)
+            return
+        self.dead_lettered += 1
+        event(
+            log,
+            logging.WARNING,
+            "dead-lettered",
+            service=self.service.name,
+            consumer=self.spec.durable,
+            subject=msg.subject,
+            attempts=msg.metadata.num_delivered,
+            error=failure.error_type,
+            reason=str(failure),
+        )
+        await msg.term()
+
+
+class TimerWorker(ConsumerWorker):
+    """Saga timers: a message per armed timeout, held back with nak(delay) until due, then fired."""
+
+    def __init__(
+        self, js: JetStreamContext, service: ServiceSpec, spec: ConsumerSpec, machine: SagaMachine, bucket: Bucket
+    ):
+        super().__init__(js, service, spec, {}, machine.spec.key)
+        self.machine = machine
+        self.bucket = bucket
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        await asyncio.gather(*(self._fire(m) for m in msgs))
+
+    async def _fire(self, msg: Msg) -> None:
+        try:
+            timer = codec.loads(msg.data)
+            due = float(timer["due"])
+            key, state, entered = timer[self.key], timer["state"], int(timer["entered"])
+        except Exception as exc:
+            await self._finish_dead_letter(
+                msg,
+                Failure(f"malformed timer: {exc!r}", "DecodeError", True),
+                await self._dead_letter(msg, Failure(repr(exc), "DecodeError", True)),
+            )
+            return
+        wait = due - time.time()
+        if wait > 0:
+            await msg.nak(delay=wait)
+            return
+        try:
+            publishes = await self.bucket.mutate(key, lambda record: self._step(record, state, entered))
+            futures = [await self._publish(p, msg) for p in publishes]
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            event(log, logging.WARNING, "timer retry", key=key, state=state, error=repr(exc))
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
+        self.processed += 1
+
+    def _step(self, record: Any, state: str, entered: int) -> tuple[Any, list[Publish]]:
+        decision = self.machine.on_timeout(record, state, entered)
+        if decision is None:
+            return record, []
+        return decision.record, decision.publishes

@@ -1,0 +1,150 @@
+"""JetStream KV with JSON values, compare-and-set, and group commit for hot keys.
+
+`mutate` is the one way handlers change shared state: a pure function of the current value, applied
+under compare-and-set. Mutations of one key that queue up in a process are applied together in one
+write (group commit), so a hot key (a popular product) costs one round trip per batch, not per
+message; a conflict with another process re-reads and re-applies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from runner import codec
+from runner.handler import RetryableError
+
+T = TypeVar("T")
+
+Mutation = Callable[[Any], tuple[Any, T]]
+"""f(current value or None) -> (new value, result). Must not modify its argument: return a new
+object to change the value, the same object to leave it unchanged."""
+
+
+class Conflict(RetryableError):
+    """Compare-and-set lost to another writer."""
+
+
+class _Pending(Generic[T]):
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Mutation[T], future: asyncio.Future[T]):
+        self.fn = fn
+        self.future = future
+
+
+class Bucket:
+    """One KV bucket. Values are JSON objects."""
+
+    def __init__(self, kv: KeyValue, name: str, max_conflicts: int = 50):
+        self.kv = kv
+        self.name = name
+        self.max_conflicts = max_conflicts
+        self._queues: dict[str, list[_Pending[Any]]] = {}
+        self._cache: dict[str, tuple[Any, int]] = {}
+
+    async def get(self, key: str) -> tuple[Any, int]:
+        """(value, revision); (None, 0) when the key does not exist."""
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None, 0
+        return codec.loads(entry.value) if entry.value else None, entry.revision or 0
+
+    async def create(self, key: str, value: Any) -> int | None:
+        """Write only if absent; the new revision, or None when the key already exists."""
+        try:
+            return await self.kv.create(key, codec.dumps(value))
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def put(self, key: str, value: Any) -> int:
+        return await self.kv.put(key, codec.dumps(value))
+
+    async def update(self, key: str, value: Any, revision: int) -> int:
+        """Write if the key is still at `revision` (0: absent); raise Conflict otherwise."""
+        try:
+            return await self.kv.update(key, codec.dumps(value), last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise Conflict(f"{self.name}/{key} changed concurrently") from exc
+
+    async def keys(self) -> list[str]:
+        try:
+            return await self.kv.keys()
+        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+
+    async def mutate(self, key: str, fn: Mutation[T]) -> T:
+        """Apply `fn` atomically to the key's value; coalesced with other queued mutations of the key."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(key)
+        if queue is not None:  # a writer for this key is running: it picks this up next round
+            queue.append(_Pending(fn, future))
+            return await future
+        self._queues[key] = [_Pending(fn, future)]
+        try:
+            await self._drain(key)
+        finally:
+            del self._queues[key]
+        return await future
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        while queue:
+            batch = queue[:]
+            del queue[:]
+            await self._commit(key, batch)
+
+    async def _commit(self, key: str, batch: list[_Pending[Any]]) -> None:
+        conflicts = 0
+        while True:
+            cached = self._cache.get(key)
+            value, revision = cached if cached is not None else await self.get(key)
+            results = []
+            current = value
+            failed = None
+            for pending in batch:
+                try:
+                    current, result = pending.fn(current)
+                except Exception as exc:  # a mutation that raises fails alone; the others are re-applied
+                    pending.future.set_exception(exc)
+                    failed = pending
+                    break
+                results.append(result)
+            if failed is not None:
+                batch.remove(failed)
+                if not batch:
+                    return
+                continue
+            try:
+                if current is not value:
+                    revision = await self.update(key, current, revision)
+                self._cache[key] = (current, revision)
+            except Conflict:
+                self._cache.pop(key, None)
+                conflicts += 1
+                if conflicts < self.max_conflicts:
+                    await asyncio.sleep(0.001 * conflicts)
+                    continue
+                self._fail_all(batch, Conflict(f"{self.name}/{key}: too many concurrent writers"))
+                return
+            except Exception as exc:
+                self._cache.pop(key, None)
+                self._fail_all(batch, exc)
+                return
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+            return
+
+    @staticmethod
+    def _fail_all(batch: list[_Pending[Any]], exc: Exception) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)

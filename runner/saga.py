@@ -1,0 +1,228 @@
+"""The saga interpreter: a pure function from (instance, event) to (new instance, what to publish).
+
+Pure so it can run inside a KV compare-and-set: on a conflict the runner re-reads the instance and
+simply applies the event again. Instance state is one JSON object per key:
+
+    state, data (the start event's payload), reason, steps (completed, in order), compensated,
+    pending (compensations awaiting confirmation), target (state after compensation),
+    entered (a counter bumped on every state change; timers carry it to detect staleness),
+    history (every event in and out, oldest first; consumed ones carry their message id).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.handler import FatalError
+from runner.model import SagaSpec, Transition
+
+COMPENSATING = "compensating"
+TIMEOUT_SUBJECT = "timeout"
+
+
+@dataclass(frozen=True)
+class Publish:
+    """A message to publish after the instance is saved. `msg_id` makes re-publishing harmless."""
+
+    subject: str
+    data: dict[str, Any]
+    msg_id: str
+
+
+@dataclass
+class Decision:
+    record: dict[str, Any]
+    publishes: list[Publish] = field(default_factory=list)
+    changed: bool = True
+    note: str = ""
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class SagaMachine:
+    """Interprets one `SagaSpec`."""
+
+    def __init__(self, spec: SagaSpec):
+        self.spec = spec
+        self.terminal = {s.name for s in spec.states.values() if s.terminal} | {spec.compensation_failed_state}
+        self.confirmations = {s.confirmed_by: s.name for s in spec.steps.values() if s.confirmed_by}
+
+    # --- public entry points ---
+
+    def start(self, key: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+        """A new instance for a start event (no timers armed yet: `apply` of the same event does it)."""
+        return {
+            "key": key,
+            "saga": self.spec.name,
+            "state": self.spec.start_state,
+            "data": data,
+            "reason": None,
+            "steps": [],
+            "compensated": [],
+            "pending": [],
+            "target": None,
+            "entered": 1,
+            "created": now_iso(),
+            "updated": now_iso(),
+            "history": [self._entry(self.spec.start_on, data, event_id)],
+        }
+
+    def apply(self, record: dict[str, Any] | None, subject: str, data: dict[str, Any], event_id: str) -> Decision:
+        """The effect of one consumed event."""
+        key = data[self.spec.key]
+        if record is None:
+            if subject != self.spec.start_on:
+                raise FatalError(
+                    f"unknown {self.spec.name} instance {key!r}: {subject} arrived before {self.spec.start_on}"
+                )
+            record = self.start(key, data, event_id)
+            return Decision(record, self._arm_timer(record), note="started")
+        if any(e.get("id") == event_id for e in record["history"]):
+            # Seen before (a redelivery, possibly after a crash before publishing): publish again.
+            return Decision(record, self._replay(record, event_id), changed=False, note="duplicate")
+        record = self._copy(record)
+        record["history"].append(self._entry(subject, data, event_id))
+        if record["state"] == COMPENSATING:
+            return self._while_compensating(record, subject, data, event_id)
+        transition = self.spec.states[record["state"]].on.get(subject)
+        if transition is None:
+            record["history"][-1]["ignored"] = f"no transition on {subject} in state {record['state']}"
+            return Decision(record, note="ignored")
+        return self._transition(record, transition, data, event_id)
+
+    def on_timeout(self, record: dict[str, Any] | None, state: str, entered: int) -> Decision | None:
+        """A due timer. None when it is stale (the instance moved on) or the instance is gone."""
+        if record is None or record["state"] != state or record["entered"] != entered:
+            return None
+        record = self._copy(record)
+        event_id = f"{record['key']}.timeout.{entered}"
+        if state == COMPENSATING:
+            reason = f"compensation not confirmed in time: {', '.join(record['pending'])}"
+            record["history"].append(self._entry(TIMEOUT_SUBJECT, {"state": state, "reason": reason}, event_id))
+            record["reason"] = reason
+            self._enter(record, self.spec.compensation_failed_state)
+            return Decision(record, note="compensation failed")
+        timeout = self.spec.states[state].timeout
+        assert timeout is not None
+        reason = timeout.reason or f"timed out in state {state}"
+        record["history"].append(self._entry(TIMEOUT_SUBJECT, {"state": state, "reason": reason}, event_id))
+        transition = Transition(goto=timeout.goto, compensate=timeout.compensate, reason=reason)
+        return self._transition(record, transition, {}, event_id)
+
+    def timer_for(self, record: dict[str, Any]) -> tuple[float, str, int] | None:
+        """(seconds, state, entered) of the timeout armed in the instance's current state."""
+        state = record["state"]
+        if state == COMPENSATING:
+            return self.spec.compensation_timeout, state, record["entered"]
+        spec = self.spec.states.get(state)
+        if spec and spec.timeout:
+            return spec.timeout.after, state, record["entered"]
+        return None
+
+    # --- internals ---
+
+    def _transition(self, record: dict[str, Any], t: Transition, data: dict[str, Any], event_id: str) -> Decision:
+        if t.reason or data.get("reason"):
+            record["reason"] = t.reason or data.get("reason")
+        if t.completes and t.completes not in record["steps"]:
+            record["steps"].append(t.completes)
+        publishes = [self._publish(record, subject, event_id) for subject in t.emit]
+        target = t.goto or record["state"]
+        if t.compensate:
+            todo = [s for s in reversed(record["steps"]) if s not in record["compensated"]]
+            if todo:
+                record["compensated"].extend(todo)
+                record["pending"] = todo
+                record["target"] = target
+                publishes += [self._publish(record, self.spec.steps[s].compensate, event_id) for s in todo]
+                self._enter(record, COMPENSATING)
+                return Decision(record, publishes + self._arm_timer(record), note="compensating")
+        if target != record["state"]:
+            self._enter(record, target)
+            publishes += self._arm_timer(record)
+        return Decision(record, publishes, note=f"-> {target}")
+
+    def _while_compensating(
+        self, record: dict[str, Any], subject: str, data: dict[str, Any], event_id: str
+    ) -> Decision:
+        step = self.confirmations.get(subject)
+        if step in record["pending"]:
+            record["pending"].remove(step)
+            if not record["pending"]:
+                target = record["target"]
+                record["target"] = None
+                self._enter(record, target)
+                return Decision(record, self._arm_timer(record), note=f"compensated -> {target}")
+            return Decision(record, note=f"{step} compensated")
+        # A late success while undoing (e.g. a charge after a timeout): undo it as the target would.
+        later = self.spec.states[record["target"]].on.get(subject)
+        if later and later.completes and later.compensate and later.completes not in record["compensated"]:
+            record["steps"].append(later.completes)
+            record["compensated"].append(later.completes)
+            record["pending"].append(later.completes)
+            step_spec = self.spec.steps[later.completes]
+            return Decision(
+                record, [self._publish(record, step_spec.compensate, event_id)], note="compensating late step"
+            )
+        record["history"][-1]["ignored"] = f"no transition on {subject} while compensating"
+        return Decision(record, note="ignored")
+
+    def _enter(self, record: dict[str, Any], state: str) -> None:
+        record["state"] = state
+        record["entered"] += 1
+        record["updated"] = now_iso()
+
+    def _arm_timer(self, record: dict[str, Any]) -> list[Publish]:
+        timer = self.timer_for(record)
+        if timer is None or not self.spec.timer_subject:
+            return []
+        after, state, entered = timer
+        key = record["key"]
+        body = {self.spec.key: key, "state": state, "entered": entered, "due": time.time() + after}
+        return [Publish(self.spec.timer_subject, body, f"{key}.timer.{entered}")]
+
+    def _replay(self, record: dict[str, Any], event_id: str) -> list[Publish]:
+        out = [
+            Publish(e["subject"], e["data"], e["msg_id"])
+            for e in record["history"]
+            if e.get("cause") == event_id and "msg_id" in e
+        ]
+        return out + self._arm_timer(record)
+
+    def _publish(self, record: dict[str, Any], subject: str, cause: str) -> Publish:
+        data = {**record["data"], self.spec.key: record["key"]}
+        if record.get("reason"):
+            data["reason"] = record["reason"]
+        msg_id = f"{record['key']}.{subject}"
+        record["history"].append(
+            {"subject": subject, "time": now_iso(), "data": data, "cause": cause, "msg_id": msg_id}
+        )
+        return Publish(subject, data, msg_id)
+
+    @staticmethod
+    def _entry(subject: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
+        return {"subject": subject, "time": now_iso(), "data": data, "id": event_id}
+
+    @staticmethod
+    def _copy(record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        for k in ("steps", "compensated", "pending", "history"):
+            out[k] = list(record[k])
+        return out
+
+
+def public_view(record: dict[str, Any], key_field: str) -> dict[str, Any]:
+    """What GET /api/orders/{id} returns."""
+    data = record["data"]
+    view = {key_field: record["key"], **{k: v for k, v in data.items() if k != key_field}}
+    view["status"] = record["state"]
+    if record.get("reason"):
+        view["reason"] = record["reason"]
+    view["createdAt"] = record.get("created")
+    view["updatedAt"] = record.get("updated")
+    return view

@@ -1,0 +1,214 @@
+"""Assemble and run services: connect, provision, open buckets, start consumers and HTTP, stop cleanly.
+
+One `Runtime` runs one or more services of the config in one process on one NATS connection.
+`flowrun up` runs all of them; `flowrun start --service X` runs one, for scaling out: every process
+of a service binds the same durable consumers, so JetStream spreads messages across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from jsonschema import Draft202012Validator
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from runner.config import resolve
+from runner.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
+from runner.handler import Context
+from runner.kv import Bucket
+from runner.logs import event
+from runner.model import Config, ServiceSpec
+from runner.provision import plan_and_apply, timer_consumer
+from runner.saga import SagaMachine
+from runner.subjects import matches
+
+log = logging.getLogger("flowrun.service")
+
+
+class ProvisionError(Exception):
+    pass
+
+
+@dataclass
+class RuntimeOptions:
+    provision: str = "create"  # create | verify | off
+    http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
+    keepalive: bool = True
+    restart_delay: float = 1.0
+
+
+@dataclass
+class _Supervised:
+    worker: ConsumerWorker
+    task: asyncio.Task[None] | None = None
+    restarts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class Runtime:
+    config: Config
+    services: list[str]
+    nats_url: str
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    nc: Client | None = None
+    js: JetStreamContext | None = None
+    buckets: dict[str, Bucket] = field(default_factory=dict)
+    machines: dict[str, SagaMachine] = field(default_factory=dict)
+    supervised: list[_Supervised] = field(default_factory=list)
+    http_runners: list[Any] = field(default_factory=list)
+    http_urls: list[str] = field(default_factory=list)
+    _stopping: bool = False
+
+    @property
+    def correlation_key(self) -> str:
+        return next(iter(self.config.sagas.values())).key if self.config.sagas else "orderId"
+
+    async def start(self) -> None:
+        unknown = [s for s in self.services if s not in self.config.services]
+        if unknown:
+            raise ValueError(f"unknown service(s): {', '.join(unknown)}; declared: {', '.join(self.config.services)}")
+        self.nc = await nats.connect(
+            self.nats_url,
+            name=f"flowrun:{','.join(self.services)}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnect,
+            reconnected_cb=self._on_reconnect,
+        )
+        self.js = self.nc.jetstream(publish_async_max_pending=8192)
+        plan = await plan_and_apply(self.js, self.config, self.options.provision)
+        if self.options.provision == "verify" and (plan.pending or plan.drift):
+            raise ProvisionError(
+                "server does not match the YAML:\n" + "\n".join(str(c) for c in plan.pending + plan.drift)
+            )
+        for change in plan.drift:
+            event(log, logging.WARNING, "provision drift", change=str(change))
+        for bucket in self.config.buckets:
+            self.buckets[bucket] = Bucket(await self.js.key_value(bucket), bucket)
+        for saga in self.config.sagas.values():
+            self.machines[saga.name] = SagaMachine(saga)
+        for name in self.services:
+            self._build_workers(self.config.services[name])
+        for sup in self.supervised:
+            sup.task = asyncio.create_task(self._supervise(sup), name=f"consumer:{sup.worker.name}")
+        for name in self.services:
+            spec = self.config.services[name]
+            if spec.http is not None:
+                from runner.http_api import start_http  # aiohttp only where a service serves HTTP
+
+                runner, url = await start_http(self, spec, self.options.http_port)
+                self.http_runners.append(runner)
+                self.http_urls.append(url)
+
+    def _context(self, service: ServiceSpec) -> Context:
+        return Context(
+            service.name, service.settings, self.buckets, logging.getLogger(f"flowrun.handler.{service.name}")
+        )
+
+    def _schema(self, subject: str) -> Draft202012Validator | None:
+        schema = self.config.messages.get(subject)
+        return Draft202012Validator(schema) if schema else None
+
+    def _build_workers(self, service: ServiceSpec) -> None:
+        assert self.js is not None
+        ctx = self._context(service)
+        key = self.correlation_key
+        for consumer in service.consumers.values():
+            routes: dict[str, Route] = {}
+            for binding in service.bindings:
+                if any(matches(f, binding.subject) for f in consumer.filter_subjects):
+                    fn = resolve(self.config.root, binding.handler)
+                    routes[binding.subject] = Route(
+                        handler_route(binding, fn, ctx, key),
+                        binding.retry,
+                        binding.timeout or consumer.handler_timeout,
+                        self._schema(binding.subject),
+                    )
+            for saga in self.config.sagas_of(service.name):
+                if saga.consumer != consumer.durable:
+                    continue
+                run = saga_route(self.machines[saga.name], self.buckets[saga.bucket])
+                for subject in saga.subjects():
+                    routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
+            worker = ConsumerWorker(self.js, service, consumer, routes, key, keepalive=self.options.keepalive)
+            self.supervised.append(_Supervised(worker))
+        for saga in self.config.sagas_of(service.name):
+            if saga.timer_subject:
+                spec = timer_consumer(saga, service)
+                worker = TimerWorker(self.js, service, spec, self.machines[saga.name], self.buckets[saga.bucket])
+                self.supervised.append(_Supervised(worker))
+
+    async def _supervise(self, sup: _Supervised) -> None:
+        """A consumer loop must never die silently: log, mark unhealthy, restart."""
+        while not self._stopping:
+            try:
+                await sup.worker.run()
+                if self._stopping:
+                    return
+                raise RuntimeError("consumer loop returned unexpectedly")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                sup.restarts += 1
+                sup.last_error = repr(exc)
+                event(log, logging.ERROR, "consumer loop failed; restarting", consumer=sup.worker.name, error=repr(exc))
+                await asyncio.sleep(self.options.restart_delay)
+                sup.worker._stopping = False
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        connected = bool(self.nc and self.nc.is_connected)
+        consumers = {
+            s.worker.name: {
+                "ready": s.worker.ready,
+                "processed": s.worker.processed,
+                "retried": s.worker.retried,
+                "deadLettered": s.worker.dead_lettered,
+                "restarts": s.restarts,
+                **({"lastError": s.last_error} if s.last_error else {}),
+            }
+            for s in self.supervised
+        }
+        ok = connected and all(c["ready"] for c in consumers.values()) and not self._stopping
+        return ok, {"status": "ok" if ok else "unavailable", "connected": connected, "consumers": consumers}
+
+    async def stop(self) -> None:
+        """Stop fetching, finish in-flight work and its acks, then drain the connection."""
+        self._stopping = True
+        for runner in self.http_runners:
+            await runner.cleanup()
+        for sup in self.supervised:
+            await sup.worker.stop()
+        tasks = [s.task for s in self.supervised if s.task]
+        if tasks:
+            _, still = await asyncio.wait(
+                tasks, timeout=max((s.worker.spec.ack_wait for s in self.supervised), default=5)
+            )
+            for task in still:
+                task.cancel()
+        if self.js is not None and self.js.publish_async_pending():
+            try:
+                await asyncio.wait_for(self.js.publish_async_completed(), 5)
+            except TimeoutError:
+                pass
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # closing anyway
+                await self.nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        event(log, logging.WARNING, "nats error", error=repr(exc))
+
+    async def _on_disconnect(self) -> None:
+        if not self._stopping:
+            event(log, logging.WARNING, "nats disconnected")
+
+    async def _on_reconnect(self) -> None:
+        event(log, logging.WARNING, "nats reconnected")
