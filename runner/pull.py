@@ -130,6 +130,8 @@ class PullStream:
 
     async def take(self, limit: int, wait: float) -> list[Msg]:
         """Up to `limit` queued messages; waits up to `wait` seconds for the first one."""
+        if self._stopping:
+            return []
         if not self._queue:
             self._ready.clear()
             await self._check_liveness()
@@ -164,6 +166,7 @@ class PullStream:
     async def stop(self) -> list[Msg]:
         """Stop asking; hand back queued messages (nak) so other instances get them at once."""
         self._stopping = True
+        self._ready.set()  # wake idle takers so they notice at once
         leftovers = list(self._queue)
         self._queue.clear()
         for msg in leftovers:

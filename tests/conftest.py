@@ -68,14 +68,14 @@ class System:
         async with self.http.get(f"{self.base}{path}") as resp:
             return resp.status, await resp.json()
 
-    async def wait_terminal(self, order_id: str, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
+    async def wait_terminal(self, order_id: str, within: float = 20.0) -> dict:
+        deadline = time.monotonic() + within
         while True:
             status, body = await self.get(f"/api/orders/{order_id}")
             if status == 200 and body["status"] in TERMINAL:
                 return body
             if time.monotonic() > deadline:
-                raise AssertionError(f"order {order_id} not terminal after {timeout}s: {status} {body}")
+                raise AssertionError(f"order {order_id} not terminal after {within}s: {status} {body}")
             await asyncio.sleep(0.05)
 
     async def stock(self, product: str) -> dict:
@@ -139,7 +139,7 @@ class ServiceProcess:
         if http_port is not None:
             args += ["--http-port", str(http_port)]
         self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115
+        self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             args,
             stdout=self.log,

@@ -96,7 +96,7 @@ async def test_200_concurrent_orders_end_terminal_with_stock_conserved(system: S
     one_laptop = {"customerId": "RUSH", "items": [{"productId": "LAPTOP-001", "quantity": 1, "price": 999.99}]}
     posted = await asyncio.gather(*(system.post_order(copy.deepcopy(one_laptop)) for _ in range(200)))
     assert all(status == 202 for status, _ in posted)
-    results = await asyncio.gather(*(system.wait_terminal(b["orderId"], timeout=60) for _, b in posted))
+    results = await asyncio.gather(*(system.wait_terminal(b["orderId"], within=60) for _, b in posted))
     completed = sum(r["status"] == "completed" for r in results)
     cancelled = sum(r["status"] == "cancelled" for r in results)
     assert completed + cancelled == 200
