@@ -15,10 +15,12 @@ import click
 import nats
 
 from runner import config as config_mod
+from runner import dlq as dlq_mod
 from runner import logs
 from runner.inspect import consumer_info, render, stream_info
 from runner.provision import MODES, plan_and_apply
 from runner.service import ProvisionError, Runtime, RuntimeOptions
+from runner.units import seconds
 
 T = TypeVar("T")
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -344,6 +346,113 @@ def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, as_json
             await nc.close()
 
     _print(_run(go), as_json)
+
+
+def _dead_letter_target(cfg: config_mod.Config, service: str | None) -> tuple[str, str]:
+    specs = {(s.dead_letter.stream, s.dead_letter.subject_prefix) for s in cfg.services.values()
+             if service is None or s.name == service}
+    if service is not None and service not in cfg.services:
+        raise click.BadParameter(f"unknown service {service!r}", param_hint="--service")
+    if len(specs) != 1:
+        raise click.UsageError("services use different dead-letter streams: pick one with --service")
+    return specs.pop()
+
+
+def _dlq_session(nats_url: str | None, config_dir: Path, service: str | None,
+                 body: Callable[[Any, str, str], Awaitable[T]]) -> T:
+    cfg = _load(config_dir)
+    stream_name, prefix = _dead_letter_target(cfg, service)
+
+    async def go() -> T:
+        nc = await _connect(nats_url)
+        try:
+            return await body(nc.jetstream(), stream_name, prefix)
+        finally:
+            await nc.close()
+
+    return _run(go)
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay, purge."""
+
+
+service_filter = click.option("--service", default=None, help="only this service's dead letters")
+
+
+@dlq.command("ls")
+@nats_option
+@config_option
+@service_filter
+@click.option("--json", "as_json", is_flag=True)
+def dlq_ls(nats_url: str | None, config_dir: Path, service: str | None, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    found = _dlq_session(nats_url, config_dir, service, lambda js, st, pre: dlq_mod.entries(js, st, pre, service))
+    if as_json:
+        click.echo(json.dumps([e.summary() for e in found], indent=2, default=str))
+        return
+    click.echo(f"{'ID':>6}  {'TIME':<19}  {'SERVICE':<10} {'SUBJECT':<26} {'TRIES':>5}  {'STATE':<8} ERROR")
+    for e in found:
+        state = "replayed" if e.replayed else "dead"
+        click.echo(f"{e.id:>6}  {e.time:%Y-%m-%d %H:%M:%S}  {e.service:<10} {e.subject:<26} {e.attempts:>5}  "
+                   f"{state:<8} {e.error_type}: {e.error}")
+    click.echo(f"{len(found)} dead letter(s)")
+
+
+@dlq.command("show")
+@click.argument("entry_id", type=int)
+@nats_option
+@config_option
+def dlq_show(entry_id: int, nats_url: str | None, config_dir: Path) -> None:
+    """Show one dead letter: headers, payload, why it failed."""
+    found = _dlq_session(nats_url, config_dir, None, lambda js, st, pre: dlq_mod.entries(js, st, pre))
+    entry = next((e for e in found if e.id == entry_id), None)
+    if entry is None:
+        raise click.ClickException(f"no dead letter with id {entry_id}")
+    click.echo(json.dumps(entry.detail(), indent=2, default=str))
+
+
+@dlq.command("replay")
+@click.argument("entry_id", type=int, required=False)
+@click.option("--all", "replay_all", is_flag=True, help="replay every entry not yet replayed")
+@nats_option
+@config_option
+@service_filter
+def dlq_replay(entry_id: int | None, replay_all: bool, nats_url: str | None, config_dir: Path,
+               service: str | None) -> None:
+    """Republish dead letters to their original subject (fresh id); entries are marked, not deleted."""
+    if (entry_id is None) == (not replay_all):
+        raise click.UsageError("give one entry ID or --all")
+
+    async def body(js: Any, stream_name: str, prefix: str) -> list[tuple[int, int]]:
+        found = await dlq_mod.entries(js, stream_name, prefix, service)
+        if entry_id is not None:
+            chosen = [e for e in found if e.id == entry_id]
+            if not chosen:
+                raise click.ClickException(f"no dead letter with id {entry_id}")
+        else:
+            chosen = [e for e in found if not e.replayed]
+        return [(e.id, await dlq_mod.replay(js, stream_name, prefix, e)) for e in chosen]
+
+    done = _dlq_session(nats_url, config_dir, service, body)
+    for old, new in done:
+        click.echo(f"replayed {old} → stream seq {new}")
+    click.echo(f"{len(done)} replayed")
+
+
+@dlq.command("purge")
+@click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 30m")
+@nats_option
+@config_option
+def dlq_purge(older_than: str, nats_url: str | None, config_dir: Path) -> None:
+    """Delete dead letters older than a duration."""
+    try:
+        age = seconds(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
+    removed = _dlq_session(nats_url, config_dir, None, lambda js, st, pre: dlq_mod.purge_older_than(js, st, pre, age))
+    click.echo(f"purged {removed} message(s) older than {older_than}")
 
 
 @main.command()

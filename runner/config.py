@@ -195,6 +195,7 @@ class _Loader:
                 ack_wait=seconds(c.get("ack_wait", 30)),
                 max_ack_pending=c.get("max_ack_pending", 2048),
                 handler_timeout=seconds(c.get("handler_timeout", 10)),
+                keepalive=c.get("keepalive", True),
                 description=c.get("description"),
             )
         bindings = tuple(

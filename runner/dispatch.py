@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from runner import codec, deadletter
+from runner import codec, deadletter, faults
 from runner.handler import Context, FatalError, Outcome, RetryableError
 from runner.kv import Bucket
 from runner.logs import event
@@ -107,14 +107,12 @@ class ConsumerWorker:
         spec: ConsumerSpec,
         routes: dict[str, Route],
         correlation_key: str,
-        keepalive: bool = True,
     ):
         self.js = js
         self.service = service
         self.spec = spec
         self.routes = routes
         self.key = correlation_key
-        self.keepalive = keepalive
         self.pull: PullStream | None = None
         self.ready = False
         self._stopping = False
@@ -156,7 +154,7 @@ class ConsumerWorker:
             await self.pull.stop()
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.keepalive else None
+        keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.spec.keepalive else None
         try:
             results = await asyncio.gather(*(self._process(m) for m in msgs), return_exceptions=True)
             pending: list[tuple[Msg, list[asyncio.Future[Any]]]] = []
@@ -169,6 +167,8 @@ class ConsumerWorker:
                     else:
                         await self._retry(msg, failure)
                     continue
+                if faults.ARMED and result:
+                    faults.reached("before-publish")
                 futures = [await self._publish(p, msg) for p in result]
                 pending.append((msg, futures))
             for msg, futures in pending:
@@ -178,6 +178,8 @@ class ConsumerWorker:
                     if failed is not None:
                         await self._retry(msg, Failure(f"publishing outputs failed: {failed!r}", "PublishError", False))
                         continue
+                    if faults.ARMED:
+                        faults.reached("before-ack")
                 await msg.ack()
                 self.processed += 1
             for msg, failure, future in dead:

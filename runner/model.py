@@ -116,6 +116,7 @@ class ConsumerSpec:
     ack_wait: float = 30.0
     max_ack_pending: int = 2048
     handler_timeout: float = 10.0
+    keepalive: bool = True
     description: str | None = None
 
 

@@ -93,6 +93,7 @@ def timer_consumer(saga: SagaSpec, service: ServiceSpec) -> ConsumerSpec:
         ack_wait=base.ack_wait,
         max_ack_pending=base.max_ack_pending,
         handler_timeout=base.handler_timeout,
+        keepalive=base.keepalive,
         description=f"timeouts of saga {saga.name}",
     )
 

@@ -38,7 +38,6 @@ class ProvisionError(Exception):
 class RuntimeOptions:
     provision: str = "create"  # create | verify | off
     http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
-    keepalive: bool = True
     restart_delay: float = 1.0
 
 
@@ -137,7 +136,7 @@ class Runtime:
                 run = saga_route(self.machines[saga.name], self.buckets[saga.bucket])
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
-            worker = ConsumerWorker(self.js, service, consumer, routes, key, keepalive=self.options.keepalive)
+            worker = ConsumerWorker(self.js, service, consumer, routes, key)
             self.supervised.append(_Supervised(worker))
         for saga in self.config.sagas_of(service.name):
             if saga.timer_subject:

@@ -1,0 +1,1 @@
+"""flowrun benchmark: the order saga under load against a hand-written nats-py baseline (`make bench`)."""

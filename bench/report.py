@@ -1,0 +1,172 @@
+"""Summaries of the runs: medians, ratios against the baseline and targets, as Markdown/JSON/PNG."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "throughput_ratio": 0.8,  # flowrun / baseline, closed loop
+    "p99_ms": 50.0,  # open loop at half the baseline throughput
+    "http_per_s": 2000.0,  # accepted POST /api/orders on one order-service process
+    "rss_mb": 120.0,  # peak per service process
+}
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _runs(runs: list[dict[str, Any]], measure: str, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in runs
+        if r["measure"] == measure and (kind is None or r["kind"] == kind) and all(r.get(k) == v for k, v in match.items())
+    ]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per measure and system; peak RSS is the worst run (it is checked against a ceiling)."""
+    out: dict[str, Any] = {}
+    for kind in ("flowrun", "baseline"):
+        tp = _runs(runs, "throughput", kind)
+        lat = _runs(runs, "latency", kind)
+        rss: dict[str, float] = {}
+        for r in runs:
+            if r["kind"] == kind:
+                for name, mb in r["rss_mb"].items():
+                    rss[name.split("#")[0]] = max(rss.get(name.split("#")[0], 0.0), mb)
+        out[kind] = {
+            "throughput": _median([r["throughput"] for r in tp]),
+            "latency_p50_ms": _median([r["latency_ms"]["p50"] for r in lat]),
+            "latency_p99_ms": _median([r["latency_ms"]["p99"] for r in lat]),
+            "latency_max_ms": _median([r["latency_ms"]["max"] for r in lat]),
+            "latency_rate": _median([r["rate"] for r in lat]),
+            "server_cpu_share": _median([r["cpu"]["nats-server"] for r in tp]),
+            "service_cpu": {
+                name: _median([r["cpu"][name] for r in tp if name in r["cpu"]])
+                for name in sorted({n for r in tp for n in r["cpu"] if n != "nats-server"})
+            },
+            "peak_rss_mb": rss,
+        }
+    http = _runs(runs, "http", "flowrun")
+    out["http"] = {
+        "accepted_per_s": _median([r["http"]["accepted_per_s"] for r in http]),
+        "p50_ms": _median([r["http"]["p50_ms"] for r in http]),
+        "p99_ms": _median([r["http"]["p99_ms"] for r in http]),
+        "concurrency": http[0]["http"]["concurrency"] if http else None,
+    }
+    scale = {n: _median([r["throughput"] for r in _runs(runs, "scale", "flowrun", instances=n)]) for n in (1, 2)}
+    out["scale"] = {str(n): v for n, v in scale.items()}
+    ok = [r for r in runs if r["verify"]["ok"]]
+    out["correctness"] = {
+        "runs": len(runs),
+        "runs_ok": len(ok),
+        "orders": sum(r["verify"]["orders"] for r in runs),
+        "terminal": sum(r["verify"]["terminal"] for r in runs),
+        "duplicate_effects": sum(r["verify"]["duplicate_effects"] for r in runs),
+        "dead_letters": sum(r["verify"]["dead_letters"] for r in runs),
+    }
+    return out
+
+
+def _fmt(value: float | None, spec: str = ".0f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or not b else f"{a / b:.2f}×"
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    f, b, h, s = summary["flowrun"], summary["baseline"], summary["http"], summary["scale"]
+    m = meta["machine"]
+    rate = f["latency_rate"] or b["latency_rate"]
+    lines = [
+        f"# flowrun bench — {meta['started']}",
+        "",
+        f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, nats-py {m['nats_py']}, "
+        f"nats-server {m['nats_server']}; {meta['config']['orders']} orders, {meta['config']['runs']} run(s) each, "
+        "A/B alternated, medians.",
+        "",
+        "| measure | flowrun | baseline | flowrun/baseline | target |",
+        "|---|---:|---:|---:|---|",
+        f"| closed-loop throughput (orders/s) | {_fmt(f['throughput'])} | {_fmt(b['throughput'])} "
+        f"| {_ratio(f['throughput'], b['throughput'])} | ≥ 0.8× |",
+    ]
+    for q in ("p50", "p99", "max"):
+        target = "≤ 50 ms" if q == "p99" else ""
+        lines.append(
+            f"| open-loop latency {q} (ms) @ {_fmt(rate)}/s | {_fmt(f[f'latency_{q}_ms'], '.1f')} "
+            f"| {_fmt(b[f'latency_{q}_ms'], '.1f')} | {_ratio(f[f'latency_{q}_ms'], b[f'latency_{q}_ms'])} | {target} |"
+        )
+    lines += [
+        f"| HTTP accepted/s (1 order process, {h['concurrency']} conns) | {_fmt(h['accepted_per_s'])} | – | – "
+        "| ≥ 2,000/s |",
+        f"| HTTP p50 / p99 (ms) | {_fmt(h['p50_ms'], '.1f')} / {_fmt(h['p99_ms'], '.1f')} | – | – | |",
+        f"| scale: inventory ×1 → ×2 (orders/s) | {_fmt(s['1'])} → {_fmt(s['2'])} ({_ratio(s['2'], s['1'])}) "
+        "| – | – | |",
+        f"| nats-server CPU (share of all cores) | {_fmt(_pct(f['server_cpu_share']))}% "
+        f"| {_fmt(_pct(b['server_cpu_share']))}% | | |",
+    ]
+    for name in ("order", "inventory", "payment"):
+        lines.append(
+            f"| {name}: peak RSS (MB) / CPU (cores) | {_fmt(f['peak_rss_mb'].get(name), '.0f')} / "
+            f"{_fmt(f['service_cpu'].get(name), '.2f')} | {_fmt(b['peak_rss_mb'].get(name), '.0f')} / "
+            f"{_fmt(b['service_cpu'].get(name), '.2f')} | | RSS ≤ 120 MB |"
+        )
+    c = summary["correctness"]
+    lines += [
+        "",
+        f"correctness: {c['runs_ok']}/{c['runs']} runs ok; {c['terminal']}/{c['orders']} orders terminal; "
+        f"duplicate effects {c['duplicate_effects']}; dead letters {c['dead_letters']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else share * 100
+
+
+def write(out_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({**meta, "summary": summary, "runs": runs}, indent=2, default=str))
+    (out_dir / "latest.md").write_text(markdown(summary, meta))
+    return path
+
+
+def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> str:
+    """Latency percentiles and throughput, flowrun next to the baseline. matplotlib is optional."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install -e '.[bench]' or pip install matplotlib)"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    qs = ["p50", "p99", "max"]
+    width = 0.38
+    for k, (kind, colour) in enumerate((("flowrun", "tab:blue"), ("baseline", "tab:gray"))):
+        values = [summary[kind][f"latency_{q}_ms"] or 0 for q in qs]
+        ax1.bar([i + (k - 0.5) * width for i in range(len(qs))], values, width, label=kind, color=colour)
+        points = [r["throughput"] for r in runs if r["measure"] == "throughput" and r["kind"] == kind]
+        ax2.bar(k, summary[kind]["throughput"] or 0, 0.6, color=colour, label=kind)
+        ax2.scatter([k] * len(points), points, color="black", s=12, zorder=3)
+    ax1.set_xticks(range(len(qs)), qs)
+    ax1.set_ylabel("ms, publish → terminal")
+    ax1.axhline(TARGETS["p99_ms"], color="red", linestyle=":", linewidth=1, label="p99 target")
+    ax1.set_title(f"open-loop latency @ {_fmt(summary['flowrun']['latency_rate'])} orders/s")
+    ax1.legend()
+    ax2.set_xticks([0, 1], ["flowrun", "baseline"])
+    ax2.set_ylabel("orders/s")
+    ax2.set_title("closed-loop throughput (median, runs as dots)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"plot: {path}"

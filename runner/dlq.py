@@ -1,0 +1,125 @@
+"""Browse, replay and purge dead letters. Entries are never deleted by a replay, only marked.
+
+An entry is a message in the dead-letter stream (its id is that stream's sequence number). A replay
+republishes the original payload to the original subject under a fresh Nats-Msg-Id, then records a
+marker message `<prefix>._replayed.<id>` in the same stream, so `ls` can show what was replayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from runner import codec
+from runner import deadletter as h
+
+MARKER = "_replayed"
+
+
+@dataclass
+class Entry:
+    id: int
+    time: dt.datetime
+    subject: str
+    service: str
+    consumer: str
+    attempts: int
+    error_type: str
+    error: str
+    correlation_id: str | None
+    original: str
+    data: bytes
+    headers: dict[str, str]
+    replayed: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time.isoformat(timespec="seconds"),
+            "service": self.service,
+            "subject": self.subject,
+            "attempts": self.attempts,
+            "error": f"{self.error_type}: {self.error}",
+            "correlation_id": self.correlation_id,
+            "replayed": self.replayed,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        try:
+            payload: Any = codec.loads(self.data)
+        except Exception:
+            payload = self.data.decode("utf-8", "replace")
+        return {**self.summary(), "consumer": self.consumer, "original": self.original,
+                "headers": self.headers, "payload": payload}
+
+
+async def _messages(js: JetStreamContext, stream: str, prefix: str) -> list[Any]:
+    info = await js.stream_info(stream)
+    out = []
+    seq = info.state.first_seq
+    while seq and seq <= info.state.last_seq:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=f"{prefix}.>", next=True)
+        except NotFoundError:
+            break
+        out.append(msg)
+        seq = msg.seq + 1
+    return out
+
+
+async def entries(js: JetStreamContext, stream: str, prefix: str, service: str | None = None) -> list[Entry]:
+    """All dead letters, oldest first, with their replay marks."""
+    raw = await _messages(js, stream, prefix)
+    marks: dict[int, dict[str, Any]] = {}
+    found: list[Entry] = []
+    for msg in raw:
+        parts = msg.subject.split(".")
+        if len(parts) >= 3 and parts[1] == MARKER:
+            mark = codec.loads(msg.data)
+            marks.setdefault(int(parts[2]), mark)
+            continue
+        headers = msg.headers or {}
+        found.append(Entry(
+            id=msg.seq,
+            time=msg.time,
+            subject=headers.get(h.H_SUBJECT, ""),
+            service=headers.get(h.H_SERVICE, ""),
+            consumer=headers.get(h.H_CONSUMER, ""),
+            attempts=int(headers.get(h.H_ATTEMPTS, "0") or 0),
+            error_type=headers.get(h.H_ERROR_TYPE, ""),
+            error=headers.get(h.H_ERROR, ""),
+            correlation_id=headers.get(h.H_CORRELATION),
+            original=f"{headers.get(h.H_STREAM, '?')}#{headers.get(h.H_SEQ, '?')}",
+            data=msg.data or b"",
+            headers=headers,
+        ))
+    for entry in found:
+        entry.replayed = marks.get(entry.id)
+    return [e for e in found if service is None or e.service == service]
+
+
+async def replay(js: JetStreamContext, stream: str, prefix: str, entry: Entry) -> int:
+    """Republish an entry to its original subject (fresh id) and mark it replayed. Returns the new seq."""
+    original_id = entry.headers.get(h.H_MSG_ID) or f"{entry.original}"
+    headers = {"Nats-Msg-Id": f"{original_id}.replay.{uuid.uuid4().hex[:12]}", h.H_REPLAYED: str(entry.id)}
+    if entry.correlation_id:
+        headers[h.H_CORRELATION] = entry.correlation_id
+    ack = await js.publish(entry.subject, entry.data, headers=headers)
+    mark = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "stream": ack.stream, "seq": ack.seq}
+    await js.publish(f"{prefix}.{MARKER}.{entry.id}", codec.dumps(mark), stream=stream)
+    return ack.seq
+
+
+async def purge_older_than(js: JetStreamContext, stream: str, prefix: str, seconds: float) -> int:
+    """Remove entries (and their marks) older than `seconds`. Returns how many messages went."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    raw = await _messages(js, stream, prefix)
+    old = [m for m in raw if m.time < cutoff]
+    for msg in old:
+        await js.delete_msg(stream, msg.seq)
+    return len(old)
