@@ -402,6 +402,12 @@ async def serve(name: str, url: str) -> None:
     await service.puller.start()
     workers = [asyncio.create_task(service.work()) for _ in range(MAX_INFLIGHT // BATCH)]
     print(f"baseline {name} running on {url}", file=sys.stderr, flush=True)
+    def dump():
+        pl = service.puller
+        print("DUMP", pl.owed, pl.busy, len(pl.queue), pl.requests, file=sys.stderr, flush=True)
+        for t in asyncio.all_tasks():
+            t.print_stack(file=sys.stderr)
+    loop.add_signal_handler(signal.SIGUSR1, dump)
     await stop.wait()
     service.puller.stopping = True
     await asyncio.wait(workers, timeout=10)

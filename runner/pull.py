@@ -1,9 +1,10 @@
 """A continuous pull subscription on a durable consumer (nats.go's `Consume()`, for nats-py).
 
 nats-py's `fetch()` asks for a batch and waits for it, so the pipe runs dry between batches. Here
-pull requests are kept outstanding up to `max_inflight` messages: each request replies to its own
-inbox token, so we know how many of its messages are still owed, and we top up as soon as
-processing frees room. Idle heartbeats tell a live server from a lost request.
+pull requests are kept outstanding up to `max_inflight` messages and topped up as soon as processing
+frees room. Pulled messages arrive under their own subject, so what is still owed is counted in
+total: +n per request, -1 per message, minus `Nats-Pending-Messages` when the server ends a request
+early (408 expired, 409). Idle heartbeats tell a live server from requests lost on a reconnect.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class PullStream:
         self.expires = expires
         self.heartbeat = heartbeat
         self._next_api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._owed: dict[str, int] = {}  # request token → messages still owed by that request
-        self._issued: dict[str, float] = {}
+        self._owed = 0  # messages requested and not yet received, over all open requests
+        self._sizes: dict[str, int] = {}  # request token → batch asked, for a 409 that names no count
         self._tokens = itertools.count()
         self._queue: deque[Msg] = deque()
         self._ready = asyncio.Event()
@@ -69,25 +70,19 @@ class PullStream:
 
     @property
     def owed(self) -> int:
-        return sum(self._owed.values())
+        return self._owed
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
-        token = msg.subject[len(self._prefix) + 1 :]
         headers = msg.headers
-        if headers and _STATUS in headers and not msg.data:
-            await self._on_status(token, headers)
+        if headers and _STATUS in headers and not msg.data and msg.subject.startswith(self._prefix):
+            await self._on_status(msg.subject[len(self._prefix) + 1 :], headers)
             return
+        if self._owed > 0:
+            self._owed -= 1
         if self._stopping:  # hand it straight back so another instance takes it now
             await msg.nak()
             return
-        owed = self._owed.get(token)
-        if owed is not None:
-            if owed <= 1:
-                self._owed.pop(token, None)
-                self._issued.pop(token, None)
-            else:
-                self._owed[token] = owed - 1
         self._queue.append(msg)
         self._ready.set()
 
@@ -96,8 +91,10 @@ class PullStream:
         if status == "100":  # idle heartbeat: the request is alive
             return
         # 404 no messages, 408 request expired, 409 limits or consumer trouble: the request is over.
-        self._owed.pop(token, None)
-        self._issued.pop(token, None)
+        asked = self._sizes.pop(token, 0)
+        unfilled = headers.get(_PENDING)
+        self._owed -= int(unfilled) if unfilled and unfilled.isdigit() else min(asked, self._owed)
+        self._owed = max(self._owed, 0)
         if status == "409":
             description = headers.get("Description", "")
             if "Consumer Deleted" in description or "Consumer is push based" in description:
@@ -118,8 +115,10 @@ class PullStream:
         while room > 0:
             n = min(room, self.batch)
             token = str(next(self._tokens))
-            self._owed[token] = n
-            self._issued[token] = time.monotonic()
+            self._owed += n
+            self._sizes[token] = n
+            if len(self._sizes) > 64:  # fulfilled requests send no status: forget the oldest
+                del self._sizes[next(iter(self._sizes))]
             request = {
                 "batch": n,
                 "expires": int(self.expires * 1e9),
@@ -156,10 +155,8 @@ class PullStream:
         """Forget requests the server stopped heart-beating (lost on a reconnect), then top up."""
         now = time.monotonic()
         if self._owed and now - self._last_seen > 3 * self.heartbeat:
-            stale = [t for t, at in self._issued.items() if now - at > 3 * self.heartbeat]
-            for token in stale:
-                self._owed.pop(token, None)
-                self._issued.pop(token, None)
+            self._owed = 0
+            self._sizes.clear()
             self._last_seen = now
         await self._top_up()
 
