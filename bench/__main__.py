@@ -2,7 +2,7 @@
 
 Each run gets a fresh nats-server (file storage, loopback, temp dir) and fresh processes; A and B
 runs alternate so drift on a shared machine hits both. Exit code 1 if any run's books do not
-balance (an order not terminal, stock not conserved, an effect applied twice) — never for speed.
+balance (an order not terminal, stock not conserved, an effect applied twice) - never for speed.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http-concurrency", type=int, default=64, help="concurrent HTTP connections (default 64)")
     p.add_argument("--instances", type=int, default=1, help="flowrun inventory processes in the A/B runs")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP ingestion measure")
-    p.add_argument("--no-scale", action="store_true", help="skip inventory ×1 vs ×2")
+    p.add_argument("--no-scale", action="store_true", help="skip inventory x1 vs x2")
     p.add_argument("--quick", action="store_true", help="smoke test: 300 orders, 1 run, tiny HTTP, no scale")
     p.add_argument("--plot", action="store_true", help="also write bench/results/latest.png (needs matplotlib)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
@@ -192,7 +192,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
         r = await one_run(kind, measure, tmp / f"{count:02d}-{kind}-{measure}", args, **kw)
         r["run"] = count
         runs.append(r)
-        name = kind + (f" inventory×{r['instances']}" if measure == "scale" else "")
+        name = kind + (f" inventoryx{r['instances']}" if measure == "scale" else "")
         print(f"[{label}] {name}: {describe(r)}", flush=True)
         if not r["verify"]["ok"]:
             for proc, tail in r.get("logs", {}).items():
@@ -204,12 +204,23 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
 
     for i in range(args.runs):
         for kind in order(i):
-            await run(kind, "throughput", f"throughput {i + 1}/{args.runs}", instances=1 if kind == "baseline" else args.instances)
+            await run(
+                kind,
+                "throughput",
+                f"throughput {i + 1}/{args.runs}",
+                instances=1 if kind == "baseline" else args.instances,
+            )
     base = [r["throughput"] for r in runs if r["kind"] == "baseline" and r["measure"] == "throughput"]
     rate = args.rate or max(1.0, sorted(base)[len(base) // 2] / 2)
     for i in range(args.runs):
         for kind in order(i):
-            await run(kind, "latency", f"latency {i + 1}/{args.runs}", rate=rate, instances=1 if kind == "baseline" else args.instances)
+            await run(
+                kind,
+                "latency",
+                f"latency {i + 1}/{args.runs}",
+                rate=rate,
+                instances=1 if kind == "baseline" else args.instances,
+            )
     if not args.no_http:
         for i in range(args.runs):
             await run("flowrun", "http", f"http {i + 1}/{args.runs}", instances=args.instances)

@@ -104,50 +104,46 @@ async def provision(js: JetStreamContext, stock: dict[str, dict[str, int]]) -> N
 
 
 class Puller:
-    """Continuous pull: keep up to `max_inflight` messages requested, each request on its own token."""
+    """Continuous pull: keep up to `max_inflight` messages requested (nats.go's `Consume()`).
+
+    Data messages arrive with their stream subject, so they cannot be matched to the request that
+    asked for them: count them globally, and on a request's end (408/409 status) subtract what it
+    still owed, from its `Nats-Pending-Messages` header.
+    """
 
     def __init__(self, nc: Client, durable: str, batch: int = BATCH, max_inflight: int = MAX_INFLIGHT):
         self.nc, self.batch, self.max_inflight = nc, batch, max_inflight
         self.api = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}"
-        self.requests: dict[str, int] = {}  # token → messages still owed
-        self.owed = self.busy = self.seq = 0
+        self.owed = self.busy = 0
         self.queue: deque[Msg] = deque()
         self.ready = asyncio.Event()
-        self.prefix = ""
+        self.inbox = ""
         self.stopping = False
 
     async def start(self) -> None:
-        self.prefix = self.nc.new_inbox()
-        await self.nc.subscribe(self.prefix + ".*", cb=self._on_msg)
+        self.inbox = self.nc.new_inbox()
+        await self.nc.subscribe(self.inbox, cb=self._on_msg)
         await self._top_up()
 
     async def _on_msg(self, msg: Msg) -> None:
-        token = msg.subject[len(self.prefix) + 1 :]
-        if not msg.data and msg.headers and "Status" in msg.headers:
-            if msg.headers["Status"] != "100":  # 404/408/409: that request is over
-                self.owed -= self.requests.pop(token, 0)
+        headers = msg.headers
+        if not msg.data and headers and "Status" in headers:
+            if headers["Status"] != "100":  # 408/409: a request is over; drop what it still owed
+                owed = int(headers.get("Nats-Pending-Messages", self.batch))
+                self.owed = max(0, self.owed - owed)
                 await self._top_up()
             return
-        left = self.requests.get(token)
-        if left is not None:
-            self.owed -= 1
-            if left <= 1:
-                del self.requests[token]
-            else:
-                self.requests[token] = left - 1
+        self.owed = max(0, self.owed - 1)
         self.queue.append(msg)
         self.ready.set()
 
     async def _top_up(self) -> None:
         room = self.max_inflight - self.owed - len(self.queue) - self.busy
         while not self.stopping and room >= self.batch:
-            self.seq += 1
-            token = str(self.seq)
-            self.requests[token] = self.batch
             self.owed += self.batch
             room -= self.batch
             request = json.dumps({"batch": self.batch, "expires": 30_000_000_000}).encode()
-            await self.nc.publish(self.api, request, reply=f"{self.prefix}.{token}")
+            await self.nc.publish(self.api, request, reply=self.inbox)
 
     async def take(self, wait: float) -> list[Msg]:
         if not self.queue:
@@ -341,9 +337,7 @@ class Service:
                 records.append({"status": "declined", "amount": total, "reason": "payment declined"})
             else:
                 records.append({"status": "charged", "amount": total})
-        writes = [
-            await self.kv_write("PAYMENTS", d["orderId"], r, 0) for (_, d), r in zip(batch, records, strict=True)
-        ]
+        writes = [await self.kv_write("PAYMENTS", d["orderId"], r, 0) for (_, d), r in zip(batch, records, strict=True)]
         results = await asyncio.gather(*writes, return_exceptions=True)
         outs: list[list[Out]] = []
         for (_, data), record, result in zip(batch, records, results, strict=True):
@@ -402,12 +396,6 @@ async def serve(name: str, url: str) -> None:
     await service.puller.start()
     workers = [asyncio.create_task(service.work()) for _ in range(MAX_INFLIGHT // BATCH)]
     print(f"baseline {name} running on {url}", file=sys.stderr, flush=True)
-    def dump():
-        pl = service.puller
-        print("DUMP", pl.owed, pl.busy, len(pl.queue), pl.requests, file=sys.stderr, flush=True)
-        for t in asyncio.all_tasks():
-            t.print_stack(file=sys.stderr)
-    loop.add_signal_handler(signal.SIGUSR1, dump)
     await stop.wait()
     service.puller.stopping = True
     await asyncio.wait(workers, timeout=10)

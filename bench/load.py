@@ -238,10 +238,10 @@ async def verify(js: JetStreamContext, ids: list[str], dlq: bool) -> dict[str, A
     )
     reserved_records = sum((reservations.get(i) or {}).get("state") == "reserved" for i in ids)
     available, reserved = stock.get("available", -1), stock.get("reserved", -1)
-    conserved = available + reserved == INITIAL_STOCK and reserved == completed * QTY
-    over_reserved = max(0, reserved - completed * QTY)
+    conserved = available + reserved == INITIAL_STOCK and reserved == reserved_records * QTY
+    over_reserved = max(0, reserved - reserved_records * QTY)
     dead = (await js.stream_info("DLQ")).state.messages if dlq else 0
-    duplicates = extra_payment_writes + dup_events + over_reserved + max(0, charged - completed)
+    duplicates = extra_payment_writes + dup_events + over_reserved
     return {
         "orders": len(ids),
         "terminal": terminal,

@@ -25,7 +25,9 @@ def _runs(runs: list[dict[str, Any]], measure: str, kind: str | None = None, **m
     return [
         r
         for r in runs
-        if r["measure"] == measure and (kind is None or r["kind"] == kind) and all(r.get(k) == v for k, v in match.items())
+        if r["measure"] == measure
+        and (kind is None or r["kind"] == kind)
+        and all(r.get(k) == v for k, v in match.items())
     ]
 
 
@@ -48,8 +50,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_rate": _median([r["rate"] for r in lat]),
             "server_cpu_share": _median([r["cpu"]["nats-server"] for r in tp]),
             "service_cpu": {
-                name: _median([r["cpu"][name] for r in tp if name in r["cpu"]])
-                for name in sorted({n for r in tp for n in r["cpu"] if n != "nats-server"})
+                name: _median([max(c for n, c in r["cpu"].items() if n.split("#")[0] == name) for r in tp])
+                for name in sorted({n.split("#")[0] for r in tp for n in r["cpu"] if n != "nats-server"})
             },
             "peak_rss_mb": rss,
         }
@@ -75,11 +77,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fmt(value: float | None, spec: str = ".0f") -> str:
-    return "–" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def _ratio(a: float | None, b: float | None) -> str:
-    return "–" if a is None or not b else f"{a / b:.2f}×"
+    return "-" if a is None or not b else f"{a / b:.2f}x"
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -87,7 +89,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     rate = f["latency_rate"] or b["latency_rate"]
     lines = [
-        f"# flowrun bench — {meta['started']}",
+        f"# flowrun bench - {meta['started']}",
         "",
         f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, nats-py {m['nats_py']}, "
         f"nats-server {m['nats_server']}; {meta['config']['orders']} orders, {meta['config']['runs']} run(s) each, "
@@ -96,20 +98,20 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| measure | flowrun | baseline | flowrun/baseline | target |",
         "|---|---:|---:|---:|---|",
         f"| closed-loop throughput (orders/s) | {_fmt(f['throughput'])} | {_fmt(b['throughput'])} "
-        f"| {_ratio(f['throughput'], b['throughput'])} | ≥ 0.8× |",
+        f"| {_ratio(f['throughput'], b['throughput'])} | >= 0.8x |",
     ]
     for q in ("p50", "p99", "max"):
-        target = "≤ 50 ms" if q == "p99" else ""
+        target = "<= 50 ms" if q == "p99" else ""
         lines.append(
             f"| open-loop latency {q} (ms) @ {_fmt(rate)}/s | {_fmt(f[f'latency_{q}_ms'], '.1f')} "
             f"| {_fmt(b[f'latency_{q}_ms'], '.1f')} | {_ratio(f[f'latency_{q}_ms'], b[f'latency_{q}_ms'])} | {target} |"
         )
     lines += [
-        f"| HTTP accepted/s (1 order process, {h['concurrency']} conns) | {_fmt(h['accepted_per_s'])} | – | – "
-        "| ≥ 2,000/s |",
-        f"| HTTP p50 / p99 (ms) | {_fmt(h['p50_ms'], '.1f')} / {_fmt(h['p99_ms'], '.1f')} | – | – | |",
-        f"| scale: inventory ×1 → ×2 (orders/s) | {_fmt(s['1'])} → {_fmt(s['2'])} ({_ratio(s['2'], s['1'])}) "
-        "| – | – | |",
+        f"| HTTP accepted/s (1 order process, {h['concurrency']} conns) | {_fmt(h['accepted_per_s'])} | - | - "
+        "| >= 2,000/s |",
+        f"| HTTP p50 / p99 (ms) | {_fmt(h['p50_ms'], '.1f')} / {_fmt(h['p99_ms'], '.1f')} | - | - | |",
+        f"| scale: inventory x1 -> x2 (orders/s) | {_fmt(s['1'])} -> {_fmt(s['2'])} ({_ratio(s['2'], s['1'])}) "
+        "| - | - | |",
         f"| nats-server CPU (share of all cores) | {_fmt(_pct(f['server_cpu_share']))}% "
         f"| {_fmt(_pct(b['server_cpu_share']))}% | | |",
     ]
@@ -117,7 +119,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(
             f"| {name}: peak RSS (MB) / CPU (cores) | {_fmt(f['peak_rss_mb'].get(name), '.0f')} / "
             f"{_fmt(f['service_cpu'].get(name), '.2f')} | {_fmt(b['peak_rss_mb'].get(name), '.0f')} / "
-            f"{_fmt(b['service_cpu'].get(name), '.2f')} | | RSS ≤ 120 MB |"
+            f"{_fmt(b['service_cpu'].get(name), '.2f')} | | RSS <= 120 MB |"
         )
     c = summary["correctness"]
     lines += [
@@ -159,7 +161,7 @@ def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> str
         ax2.bar(k, summary[kind]["throughput"] or 0, 0.6, color=colour, label=kind)
         ax2.scatter([k] * len(points), points, color="black", s=12, zorder=3)
     ax1.set_xticks(range(len(qs)), qs)
-    ax1.set_ylabel("ms, publish → terminal")
+    ax1.set_ylabel("ms, publish -> terminal")
     ax1.axhline(TARGETS["p99_ms"], color="red", linestyle=":", linewidth=1, label="p99 target")
     ax1.set_title(f"open-loop latency @ {_fmt(summary['flowrun']['latency_rate'])} orders/s")
     ax1.legend()

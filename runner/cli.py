@@ -349,8 +349,11 @@ def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, as_json
 
 
 def _dead_letter_target(cfg: config_mod.Config, service: str | None) -> tuple[str, str]:
-    specs = {(s.dead_letter.stream, s.dead_letter.subject_prefix) for s in cfg.services.values()
-             if service is None or s.name == service}
+    specs = {
+        (s.dead_letter.stream, s.dead_letter.subject_prefix)
+        for s in cfg.services.values()
+        if service is None or s.name == service
+    }
     if service is not None and service not in cfg.services:
         raise click.BadParameter(f"unknown service {service!r}", param_hint="--service")
     if len(specs) != 1:
@@ -358,8 +361,9 @@ def _dead_letter_target(cfg: config_mod.Config, service: str | None) -> tuple[st
     return specs.pop()
 
 
-def _dlq_session(nats_url: str | None, config_dir: Path, service: str | None,
-                 body: Callable[[Any, str, str], Awaitable[T]]) -> T:
+def _dlq_session(
+    nats_url: str | None, config_dir: Path, service: str | None, body: Callable[[Any, str, str], Awaitable[T]]
+) -> T:
     cfg = _load(config_dir)
     stream_name, prefix = _dead_letter_target(cfg, service)
 
@@ -395,8 +399,10 @@ def dlq_ls(nats_url: str | None, config_dir: Path, service: str | None, as_json:
     click.echo(f"{'ID':>6}  {'TIME':<19}  {'SERVICE':<10} {'SUBJECT':<26} {'TRIES':>5}  {'STATE':<8} ERROR")
     for e in found:
         state = "replayed" if e.replayed else "dead"
-        click.echo(f"{e.id:>6}  {e.time:%Y-%m-%d %H:%M:%S}  {e.service:<10} {e.subject:<26} {e.attempts:>5}  "
-                   f"{state:<8} {e.error_type}: {e.error}")
+        click.echo(
+            f"{e.id:>6}  {e.time:%Y-%m-%d %H:%M:%S}  {e.service:<10} {e.subject:<26} {e.attempts:>5}  "
+            f"{state:<8} {e.error_type}: {e.error}"
+        )
     click.echo(f"{len(found)} dead letter(s)")
 
 
@@ -419,8 +425,9 @@ def dlq_show(entry_id: int, nats_url: str | None, config_dir: Path) -> None:
 @nats_option
 @config_option
 @service_filter
-def dlq_replay(entry_id: int | None, replay_all: bool, nats_url: str | None, config_dir: Path,
-               service: str | None) -> None:
+def dlq_replay(
+    entry_id: int | None, replay_all: bool, nats_url: str | None, config_dir: Path, service: str | None
+) -> None:
     """Republish dead letters to their original subject (fresh id); entries are marked, not deleted."""
     if (entry_id is None) == (not replay_all):
         raise click.UsageError("give one entry ID or --all")

@@ -1,7 +1,8 @@
 """Dead-letter entries: the original message plus headers that say where it came from and why.
 
-An entry's id is `<stream>.<sequence>` of the original message, which is also its Nats-Msg-Id, so
-dead-lettering the same delivery twice (a crash between publish and term) stores it once.
+Each entry's Nats-Msg-Id is `dlq.<consumer>.<stream>.<sequence>` of the original message: dead-lettering
+the same delivery twice (a crash between publish and term) stores it once, while two consumers of one
+message (two services) each keep their own entry.
 """
 
 from __future__ import annotations
@@ -24,11 +25,6 @@ H_CORRELATION = "Flowrun-Correlation-Id"
 H_REPLAYED = "Flowrun-Replayed"
 
 
-def entry_id(msg: Msg) -> str:
-    meta = msg.metadata
-    return f"{meta.stream}.{meta.sequence.stream}"
-
-
 def dead_letter_subject(prefix: str, service: str, original_subject: str) -> str:
     return f"{prefix}.{service}.{original_subject}"
 
@@ -38,7 +34,7 @@ def dead_letter_headers(
 ) -> dict[str, str]:
     meta = msg.metadata
     headers = {
-        "Nats-Msg-Id": f"dlq.{entry_id(msg)}",
+        "Nats-Msg-Id": f"dlq.{consumer}.{meta.stream}.{meta.sequence.stream}",
         H_SUBJECT: msg.subject,
         H_STREAM: meta.stream,
         H_SEQ: str(meta.sequence.stream),

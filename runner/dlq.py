@@ -54,8 +54,13 @@ class Entry:
             payload: Any = codec.loads(self.data)
         except Exception:
             payload = self.data.decode("utf-8", "replace")
-        return {**self.summary(), "consumer": self.consumer, "original": self.original,
-                "headers": self.headers, "payload": payload}
+        return {
+            **self.summary(),
+            "consumer": self.consumer,
+            "original": self.original,
+            "headers": self.headers,
+            "payload": payload,
+        }
 
 
 async def _messages(js: JetStreamContext, stream: str, prefix: str) -> list[Any]:
@@ -84,20 +89,22 @@ async def entries(js: JetStreamContext, stream: str, prefix: str, service: str |
             marks.setdefault(int(parts[2]), mark)
             continue
         headers = msg.headers or {}
-        found.append(Entry(
-            id=msg.seq,
-            time=msg.time,
-            subject=headers.get(h.H_SUBJECT, ""),
-            service=headers.get(h.H_SERVICE, ""),
-            consumer=headers.get(h.H_CONSUMER, ""),
-            attempts=int(headers.get(h.H_ATTEMPTS, "0") or 0),
-            error_type=headers.get(h.H_ERROR_TYPE, ""),
-            error=headers.get(h.H_ERROR, ""),
-            correlation_id=headers.get(h.H_CORRELATION),
-            original=f"{headers.get(h.H_STREAM, '?')}#{headers.get(h.H_SEQ, '?')}",
-            data=msg.data or b"",
-            headers=headers,
-        ))
+        found.append(
+            Entry(
+                id=msg.seq,
+                time=msg.time,
+                subject=headers.get(h.H_SUBJECT, ""),
+                service=headers.get(h.H_SERVICE, ""),
+                consumer=headers.get(h.H_CONSUMER, ""),
+                attempts=int(headers.get(h.H_ATTEMPTS, "0") or 0),
+                error_type=headers.get(h.H_ERROR_TYPE, ""),
+                error=headers.get(h.H_ERROR, ""),
+                correlation_id=headers.get(h.H_CORRELATION),
+                original=f"{headers.get(h.H_STREAM, '?')}#{headers.get(h.H_SEQ, '?')}",
+                data=msg.data or b"",
+                headers=headers,
+            )
+        )
     for entry in found:
         entry.replayed = marks.get(entry.id)
     return [e for e in found if service is None or e.service == service]

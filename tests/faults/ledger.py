@@ -22,15 +22,22 @@ FORWARD = ["orders.created", "orders.inventory.reserved", "orders.payment.reques
 
 
 def order(product: str = "LAPTOP-001", quantity: int = 1, price: float = 10.0, customer: str = "C1") -> dict:
-    return {"orderId": uuid.uuid4().hex, "customerId": customer,
-            "items": [{"productId": product, "quantity": quantity, "price": price}],
-            "total": round(quantity * price, 2)}
+    return {
+        "orderId": uuid.uuid4().hex,
+        "customerId": customer,
+        "items": [{"productId": product, "quantity": quantity, "price": price}],
+        "total": round(quantity * price, 2),
+    }
 
 
 async def inject(js: JetStreamContext, orders: list[dict]) -> None:
     """Publish orders.created pipelined, each with its deterministic Nats-Msg-Id."""
-    futures = [await js.publish_async("orders.created", codec.dumps(o),
-                                      headers={"Nats-Msg-Id": f"{o['orderId']}.orders.created"}) for o in orders]
+    futures = [
+        await js.publish_async(
+            "orders.created", codec.dumps(o), headers={"Nats-Msg-Id": f"{o['orderId']}.orders.created"}
+        )
+        for o in orders
+    ]
     await asyncio.gather(*futures)
 
 
@@ -68,10 +75,12 @@ class Audit:
     dead_letters: int = 0
 
     def line(self) -> str:
-        return (f"orders={self.orders} completed={self.completed} cancelled={self.cancelled} "
-                f"compensation_failed={self.compensation_failed} lost={len(self.lost)} "
-                f"duplicate_effects={len(self.duplicate_effects)} redeliveries={self.redeliveries} "
-                f"dead_letters={self.dead_letters}")
+        return (
+            f"orders={self.orders} completed={self.completed} cancelled={self.cancelled} "
+            f"compensation_failed={self.compensation_failed} lost={len(self.lost)} "
+            f"duplicate_effects={len(self.duplicate_effects)} redeliveries={self.redeliveries} "
+            f"dead_letters={self.dead_letters}"
+        )
 
 
 async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[str, int], within: float) -> Audit:
@@ -113,11 +122,13 @@ async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[st
         stock = await _get(js, "INVENTORY", product)
         assert stock is not None
         if stock["available"] + stock["reserved"] != initial:
-            result.duplicate_effects.append(f"{product}: available+reserved={stock['available'] + stock['reserved']}"
-                                            f" but stock was {initial}")
+            result.duplicate_effects.append(
+                f"{product}: available+reserved={stock['available'] + stock['reserved']} but stock was {initial}"
+            )
         if stock["reserved"] != reserved_by_completed[product]:
-            result.duplicate_effects.append(f"{product}: reserved={stock['reserved']} but completed orders hold "
-                                            f"{reserved_by_completed[product]}")
+            result.duplicate_effects.append(
+                f"{product}: reserved={stock['reserved']} but completed orders hold {reserved_by_completed[product]}"
+            )
     result.redeliveries = await redeliveries(js)
     result.dead_letters = (await js.stream_info("DLQ")).state.messages
     return result

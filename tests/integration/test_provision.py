@@ -225,8 +225,10 @@ async def test_cli_dry_run_then_provision_then_verify(nats_server: EmbeddedServe
 
     dry = await cli("provision", "--nats", url, "--config", root, "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert any(line.startswith("create") and line.endswith("stream ORDERS: orders.>, payment.>, inventory.>")
-               for line in dry.stdout.splitlines())
+    assert any(
+        line.startswith("create") and line.endswith("stream ORDERS: orders.>, payment.>, inventory.>")
+        for line in dry.stdout.splitlines()
+    )
     assert "15 change(s) to apply, 0 drift(s) (dry run)" in dry.stdout
     assert await stream_names(js) == set()
 

@@ -269,7 +269,9 @@ def test_overlapping_stream_subjects(config_copy: Path) -> None:
 
 def test_saga_goto_undeclared_state(config_copy: Path) -> None:
     p = make(config_copy)
-    p.replace("flows/saga.yaml", "orders.inventory.failed: {goto: cancelled}", "orders.inventory.failed: {goto: canceled}")
+    p.replace(
+        "flows/saga.yaml", "orders.inventory.failed: {goto: cancelled}", "orders.inventory.failed: {goto: canceled}"
+    )
     problem = only(p.problems(), "state 'canceled' is not declared")
     assert problem.file == str(p.file("flows/saga.yaml"))
     assert problem.line == p.line("flows/saga.yaml", "goto: canceled")
@@ -322,14 +324,14 @@ def test_name_declared_in_two_flow_files(config_copy: Path) -> None:
     first = inventory_lines.index("  INVENTORY:", inventory_lines.index("kv:")) + 1
     assert f"kv 'INVENTORY' already declared at {p.file('flows/inventory.yaml')}:{first}" in problem.message
     # reported in the later file (sorted by name), at the second declaration
-    assert_at(problem, p, "flows/payment.yaml", p.line("flows/payment.yaml", "  INVENTORY:", exact=True), "kv.INVENTORY")
+    assert_at(
+        problem, p, "flows/payment.yaml", p.line("flows/payment.yaml", "  INVENTORY:", exact=True), "kv.INVENTORY"
+    )
 
 
 def test_service_declared_in_two_flow_files(config_copy: Path) -> None:
     p = make(config_copy)
-    p.file("flows/zz_extra.yaml").write_text(
-        "services:\n  payment:\n    consumers: {}\n"
-    )
+    p.file("flows/zz_extra.yaml").write_text("services:\n  payment:\n    consumers: {}\n")
     problem = only(p.problems(), "already declared")
     assert problem.message.startswith("services 'payment' already declared at ")
     assert_at(problem, p, "flows/zz_extra.yaml", 2, "services.payment")
@@ -363,7 +365,9 @@ def test_cross_check_problems_all_at_once(config_copy: Path) -> None:
     p.replace("flows/payment.yaml", "handler: handlers.payment.refund", "handler: handlers.inventory.view")
     p.replace("flows/payment.yaml", "        stream: ORDERS\n", "        stream: PAYMENTS\n")
     p.replace("streams.yaml", 'subjects: ["tasks.>", "jobs.>"]', 'subjects: ["tasks.>", "jobs.>", "orders.*"]')
-    p.replace("flows/saga.yaml", "orders.inventory.failed: {goto: cancelled}", "orders.inventory.failed: {goto: canceled}")
+    p.replace(
+        "flows/saga.yaml", "orders.inventory.failed: {goto: cancelled}", "orders.inventory.failed: {goto: canceled}"
+    )
     p.append("flows/payment.yaml", "  INVENTORY:\n    history: 1\n")
 
     problems = p.problems()
