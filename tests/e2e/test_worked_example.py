@@ -23,19 +23,33 @@ def add_shipping(project: Path) -> None:
     shutil.copy(EXAMPLE / "flows" / "shipping.yaml", project / "flows" / "shipping.yaml")
     shutil.copy(EXAMPLE / "handlers" / "shipping.py", project / "handlers" / "shipping.py")
     saga = project / "flows" / "saga.yaml"
-    edit(saga, "orders.payment.completed: {goto: completed, completes: payment}",
-         "orders.payment.completed: {goto: shipping, completes: payment, emit: [orders.shipping.requested]}")
-    edit(saga, "      completed:\n        terminal: true",
-         "      shipping:\n        on:\n          orders.shipping.scheduled: {goto: completed}\n"
-         "      completed:\n        terminal: true")
-    edit(project / "flows" / "order.yaml", "          - orders.payment.refunded\n",
-         "          - orders.payment.refunded\n          - orders.shipping.scheduled\n")
+    edit(
+        saga,
+        "orders.payment.completed: {goto: completed, completes: payment}",
+        "orders.payment.completed: {goto: shipping, completes: payment, emit: [orders.shipping.requested]}",
+    )
+    edit(
+        saga,
+        "      completed:\n        terminal: true",
+        "      shipping:\n        on:\n          orders.shipping.scheduled: {goto: completed}\n"
+        "      completed:\n        terminal: true",
+    )
+    edit(
+        project / "flows" / "order.yaml",
+        "          - orders.payment.refunded\n",
+        "          - orders.payment.refunded\n          - orders.shipping.scheduled\n",
+    )
 
 
 async def test_shipping_service_from_the_readme(nats_server, js, spawn, config_copy: Path) -> None:
     add_shipping(config_copy)
-    check = subprocess.run([sys.executable, "-m", "runner.cli", "validate", "--config", str(config_copy)],
-                           capture_output=True, text=True, cwd=config_copy, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "validate", "--config", str(config_copy)],
+        capture_output=True,
+        text=True,
+        cwd=config_copy,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stderr
     assert "4 services" in check.stdout
     for service in ("order", "inventory", "payment", "shipping"):

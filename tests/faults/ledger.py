@@ -153,3 +153,14 @@ async def redeliveries(js: JetStreamContext) -> int:
         distinct = sum(n for subject, n in counts.items() if subject in info.config.filter_subjects)
         total += max(0, info.delivered.consumer_seq - distinct)
     return total
+
+
+async def dead_letters(js: JetStreamContext, at_least: int, within: float) -> int:
+    """The DLQ stream's message count, once it reaches `at_least` (or `within` seconds pass)."""
+    count = 0
+    for _ in range(int(within / 0.1)):
+        count = (await js.stream_info("DLQ")).state.messages
+        if count >= at_least:
+            break
+        await asyncio.sleep(0.1)
+    return count

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,7 @@ import pytest
 from runner import codec
 from tests.conftest import free_port
 from tests.faults.conftest import chaos_calls, edit
-from tests.faults.ledger import inject, order, quiesce, wait_terminal
+from tests.faults.ledger import dead_letters, inject, order, quiesce, wait_terminal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -61,12 +60,10 @@ async def test_retry_schedule_then_dead_letter_while_others_flow(nats_server, js
     records = await wait_terminal(js, [o["orderId"] for o in others], within=20)
     assert all(r and r["state"] == "completed" for r in records.values()), "other orders must keep flowing"
 
-    deadline = time.monotonic() + 20
-    while (await js.stream_info("DLQ")).state.messages < 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await dead_letters(js, 1, within=20)
     attempts = [at for at, oid in chaos_calls(chaos_config, "charge") if oid == failing["orderId"]]
     assert len(attempts) == 4, f"delivered {len(attempts)} times, policy says 4"
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     for gap, expected in zip(gaps, [0.3, 0.6, 1.2], strict=True):
         assert expected * 0.9 <= gap <= expected + 0.6, f"gaps {gaps} do not follow 0.3s, 0.6s, 1.2s"
 
@@ -143,9 +140,7 @@ async def test_replay_after_fixing_a_handler_completes_with_one_charge(
         spawn(service, url, chaos_config)
     victim = order("MOUSE-001", quantity=2)
     await inject(js, [victim])
-    deadline = time.monotonic() + 20
-    while (await js.stream_info("DLQ")).state.messages < 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await dead_letters(js, 1, within=20)
     entries = json.loads(flowrun(chaos_config, "dlq", "ls", "--json", "--service", "payment", "--nats", url).stdout)
     assert len(entries) == 1 and entries[0]["attempts"] == 1  # fatal: no retries
     assert "FatalError: card processor rejected" in entries[0]["error"]
@@ -169,9 +164,7 @@ async def test_replay_after_fixing_a_handler_completes_with_one_charge(
 async def test_dlq_purge_older_than(nats_server, js, spawn, fast_config: Path) -> None:
     spawn("inventory", nats_server.url, fast_config)
     await js.publish("orders.created", b"garbage", headers={"Nats-Msg-Id": "g1"})
-    deadline = time.monotonic() + 10
-    while (await js.stream_info("DLQ")).state.messages < 1 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await dead_letters(js, 1, within=10)
     kept = flowrun(fast_config, "dlq", "purge", "--older-than", "1h", "--nats", nats_server.url)
     assert kept.returncode == 0 and "purged 0" in kept.stdout
     await asyncio.sleep(1.1)
@@ -180,6 +173,3 @@ async def test_dlq_purge_older_than(nats_server, js, spawn, fast_config: Path) -
     assert json.loads(flowrun(fast_config, "dlq", "ls", "--json", "--nats", nats_server.url).stdout) == []
     bad = flowrun(fast_config, "dlq", "purge", "--older-than", "soon", "--nats", nats_server.url)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
-
-
-os.environ.setdefault("PYTHONUNBUFFERED", "1")
