@@ -41,15 +41,19 @@ def add_shipping(project: Path) -> None:
     )
 
 
-async def test_shipping_service_from_the_readme(nats_server, js, spawn, config_copy: Path) -> None:
-    add_shipping(config_copy)
-    check = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "validate", "--config", str(config_copy)],
+def validate(project: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", "validate", "--config", str(project)],
         capture_output=True,
         text=True,
-        cwd=config_copy,
+        cwd=project,
         timeout=60,
     )
+
+
+async def test_shipping_service_from_the_readme(nats_server, js, spawn, config_copy: Path) -> None:
+    add_shipping(config_copy)
+    check = validate(config_copy)
     assert check.returncode == 0, check.stderr
     assert "4 services" in check.stdout
     for service in ("order", "inventory", "payment", "shipping"):
