@@ -30,7 +30,7 @@ async def charge(msg: dict[str, Any], ctx: Context) -> Outcome:
             new = {"status": CHARGED, "amount": total}
         return new, new
 
-    record = await ctx.kv("PAYMENTS").mutate(order_id, decide)
+    record = await ctx.kv("PAYMENTS").mutate(order_id, decide, assume_absent=True)
     if record["status"] == CHARGED or record["status"] == REFUNDED:
         return emit("completed", amount=record["amount"])
     return emit("failed", reason=record.get("reason") or "order was cancelled")

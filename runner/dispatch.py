@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -28,6 +27,7 @@ from runner.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
 from runner.pull import PullStream
 from runner.saga import Publish, SagaMachine
 from runner.subjects import is_identifier
+from runner.validation import PayloadValidator
 
 log = logging.getLogger("flowrun.dispatch")
 
@@ -42,7 +42,7 @@ class Route:
     run: Run
     retry: RetryPolicy
     timeout: float
-    schema: Draft202012Validator | None
+    schema: PayloadValidator | None
 
 
 def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Context, key: str) -> Run:
@@ -63,13 +63,15 @@ def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Cont
 
 def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
     key_field = machine.spec.key
+    start = machine.spec.start_on
 
     async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
         def step(record: Any) -> tuple[Any, list[Publish]]:
             decision = machine.apply(record, subject, data, event_id)
             return (decision.record if decision.changed else record), decision.publishes
 
-        return await bucket.mutate(data[key_field], step)
+        # A start event almost always creates its instance: skip the read.
+        return await bucket.mutate(data[key_field], step, assume_absent=subject == start)
 
     return run
 
@@ -217,7 +219,7 @@ class ConsumerWorker:
         if not is_identifier(correlation):
             raise Failure(f"{self.key} {correlation!r} is not a valid identifier", "ValidationError", fatal=True)
         if route.schema is not None:
-            error = next(iter(route.schema.iter_errors(data)), None)
+            error = route.schema.first_error(data)
             if error is not None:
                 where = "/".join(map(str, error.absolute_path)) or "payload"
                 raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", fatal=True)

@@ -11,7 +11,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from jsonschema import Draft202012Validator
 
 from runner import codec
 from runner.config import resolve
@@ -20,6 +19,7 @@ from runner.logs import event
 from runner.model import ServiceSpec
 from runner.saga import public_view
 from runner.subjects import is_identifier
+from runner.validation import PayloadValidator
 
 if TYPE_CHECKING:
     from runner.service import Runtime
@@ -81,7 +81,7 @@ class OrdersApi:
         self.machine = runtime.machines.get(http.saga) if http.saga else None
         self.bucket = runtime.buckets[self.saga.bucket] if self.saga else None
         self.accept = resolve(runtime.config.root, http.accept) if http.accept else None
-        self.validator = Draft202012Validator(http.body_schema) if http.body_schema else None
+        self.validator = PayloadValidator(http.body_schema) if http.body_schema else None
         self.views = {
             name: (runtime.buckets[v.bucket], resolve(runtime.config.root, v.view)) for name, v in http.views.items()
         }
@@ -102,9 +102,7 @@ class OrdersApi:
         if not isinstance(body, dict):
             return error(400, f"request body must be a JSON object, not {type(body).__name__}")
         if self.validator is not None:
-            err = next(
-                iter(sorted(self.validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))), None
-            )
+            err = self.validator.first_error(body)
             if err is not None:
                 message, field = _schema_message(err)
                 return error(422, message, field)

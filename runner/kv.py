@@ -9,6 +9,7 @@ message; a conflict with another process re-reads and re-applies them.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -40,20 +41,30 @@ class _Pending(Generic[T]):
 class Bucket:
     """One KV bucket. Values are JSON objects."""
 
-    def __init__(self, kv: KeyValue, name: str, max_conflicts: int = 50):
+    def __init__(self, kv: KeyValue, name: str, max_conflicts: int = 50, cache_size: int = 4096):
         self.kv = kv
         self.name = name
         self.max_conflicts = max_conflicts
+        self.cache_size = cache_size
         self._queues: dict[str, list[_Pending[Any]]] = {}
-        self._cache: dict[str, tuple[Any, int]] = {}
+        # Values this process wrote last, so a read-modify-write usually needs no read. Another
+        # process's write makes an entry stale; the compare-and-set then fails and we re-read.
+        self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
     async def get(self, key: str) -> tuple[Any, int]:
-        """(value, revision); (None, 0) when the key does not exist."""
+        """(value, revision); (None, 0) when the key never existed, (None, rev) when it was deleted."""
         try:
             entry = await self.kv.get(key)
-        except KeyNotFoundError:
-            return None, 0
+        except KeyNotFoundError as exc:
+            deleted = getattr(exc, "entry", None)
+            return None, (deleted.revision or 0) if deleted is not None else 0
         return codec.loads(entry.value) if entry.value else None, entry.revision or 0
+
+    def _remember(self, key: str, value: Any, revision: int) -> None:
+        self._cache[key] = (value, revision)
+        self._cache.move_to_end(key)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     async def create(self, key: str, value: Any) -> int | None:
         """Write only if absent; the new revision, or None when the key already exists."""
@@ -80,8 +91,12 @@ class Bucket:
                 return []
             raise
 
-    async def mutate(self, key: str, fn: Mutation[T]) -> T:
-        """Apply `fn` atomically to the key's value; coalesced with other queued mutations of the key."""
+    async def mutate(self, key: str, fn: Mutation[T], assume_absent: bool = False) -> T:
+        """Apply `fn` atomically to the key's value; coalesced with other queued mutations of the key.
+
+        `assume_absent` skips the read for a key that is almost always new (a create); if it exists
+        after all, the compare-and-set fails and the value is read as usual.
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(key)
         if queue is not None:  # a writer for this key is running: it picks this up next round
@@ -89,23 +104,30 @@ class Bucket:
             return await future
         self._queues[key] = [_Pending(fn, future)]
         try:
-            await self._drain(key)
+            await self._drain(key, assume_absent)
         finally:
             del self._queues[key]
         return await future
 
-    async def _drain(self, key: str) -> None:
+    async def _drain(self, key: str, assume_absent: bool) -> None:
         queue = self._queues[key]
         while queue:
             batch = queue[:]
             del queue[:]
-            await self._commit(key, batch)
+            await self._commit(key, batch, assume_absent)
+            assume_absent = False
 
-    async def _commit(self, key: str, batch: list[_Pending[Any]]) -> None:
+    async def _commit(self, key: str, batch: list[_Pending[Any]], assume_absent: bool) -> None:
         conflicts = 0
         while True:
             cached = self._cache.get(key)
-            value, revision = cached if cached is not None else await self.get(key)
+            guessed = cached is None and assume_absent and not conflicts
+            if cached is not None:
+                value, revision = cached
+            elif guessed:
+                value, revision = None, 0
+            else:
+                value, revision = await self.get(key)
             results = []
             current = value
             failed = None
@@ -113,10 +135,16 @@ class Bucket:
                 try:
                     current, result = pending.fn(current)
                 except Exception as exc:  # a mutation that raises fails alone; the others are re-applied
+                    if guessed:  # it may only have objected to our guess: read the real value first
+                        failed = False
+                        break
                     pending.future.set_exception(exc)
                     failed = pending
                     break
                 results.append(result)
+            if failed is False:
+                conflicts += 1
+                continue
             if failed is not None:
                 batch.remove(failed)
                 if not batch:
@@ -125,12 +153,15 @@ class Bucket:
             try:
                 if current is not value:
                     revision = await self.update(key, current, revision)
-                self._cache[key] = (current, revision)
+                    self._remember(key, current, revision)
+                elif not guessed:
+                    self._remember(key, current, revision)
             except Conflict:
                 self._cache.pop(key, None)
                 conflicts += 1
                 if conflicts < self.max_conflicts:
-                    await asyncio.sleep(0.001 * conflicts)
+                    if not guessed:  # a real race: let the other writer finish
+                        await asyncio.sleep(0.001 * conflicts)
                     continue
                 self._fail_all(batch, Conflict(f"{self.name}/{key}: too many concurrent writers"))
                 return

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats
-from jsonschema import Draft202012Validator
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -26,6 +25,7 @@ from runner.model import Config, ServiceSpec
 from runner.provision import plan_and_apply, timer_consumer
 from runner.saga import SagaMachine
 from runner.subjects import matches
+from runner.validation import PayloadValidator
 
 log = logging.getLogger("flowrun.service")
 
@@ -111,9 +111,9 @@ class Runtime:
             service.name, service.settings, self.buckets, logging.getLogger(f"flowrun.handler.{service.name}")
         )
 
-    def _schema(self, subject: str) -> Draft202012Validator | None:
+    def _schema(self, subject: str) -> PayloadValidator | None:
         schema = self.config.messages.get(subject)
-        return Draft202012Validator(schema) if schema else None
+        return PayloadValidator(schema) if schema else None
 
     def _build_workers(self, service: ServiceSpec) -> None:
         assert self.js is not None

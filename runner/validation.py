@@ -1,0 +1,27 @@
+"""Payload validation on the hot path.
+
+Every consumed message and every POSTed body is checked against its JSON Schema. The Rust validator
+(jsonschema-rs) answers "valid?" in about a microsecond, against ~300 µs for the pure-Python one,
+which profiling showed eating 40% of a service's CPU. Only an invalid payload pays for the
+pure-Python validator, whose errors carry what we need for a precise message (field, keyword).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema_rs
+from jsonschema import Draft202012Validator, ValidationError
+
+
+class PayloadValidator:
+    def __init__(self, schema: dict[str, Any]):
+        self._fast = jsonschema_rs.validator_for(schema)
+        self._explain = Draft202012Validator(schema)
+
+    def first_error(self, instance: Any) -> ValidationError | None:
+        """None when valid; otherwise the first error, ordered by path so messages are stable."""
+        if self._fast.is_valid(instance):
+            return None
+        errors = sorted(self._explain.iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path])
+        return errors[0] if errors else None
