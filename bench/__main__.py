@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -63,6 +64,12 @@ def machine() -> dict[str, Any]:
     )
     server = subprocess.run([server_binary(), "--version"], capture_output=True, text=True, check=False).stdout
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "runner", "handlers", "flows", "streams.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
@@ -70,7 +77,7 @@ def machine() -> dict[str, Any]:
         "nats_py": metadata.version("nats-py"),
         "nats_server": server.strip().removeprefix("nats-server: "),
         "platform": platform.platform(),
-        "commit": commit.stdout.strip(),
+        "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
     }
 
 
@@ -88,7 +95,13 @@ async def _prepare(kind: str, url: str) -> None:
 
 
 def _usage(dep: Deployment) -> dict[str, float]:
-    return {"nats-server": cpu_seconds(dep.server.pid), **{n: cpu_seconds(p) for n, p in dep.pids().items()}}
+    """CPU seconds so far: the server, each service, and this process (injector + watcher share the cores)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "nats-server": cpu_seconds(dep.server.pid),
+        **{n: cpu_seconds(p) for n, p in dep.pids().items()},
+        "bench": me.ru_utime + me.ru_stime,
+    }
 
 
 async def one_run(

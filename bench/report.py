@@ -16,9 +16,9 @@ TARGETS = {
 }
 
 
-def _median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _runs(runs: list[dict[str, Any]], measure: str, kind: str | None = None, **match: Any) -> list[dict[str, Any]]:
@@ -49,9 +49,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_max_ms": _median([r["latency_ms"]["max"] for r in lat]),
             "latency_rate": _median([r["rate"] for r in lat]),
             "server_cpu_share": _median([r["cpu"]["nats-server"] for r in tp]),
+            "bench_cpu": _median([r["cpu"].get("bench") for r in tp]),
             "service_cpu": {
                 name: _median([max(c for n, c in r["cpu"].items() if n.split("#")[0] == name) for r in tp])
-                for name in sorted({n.split("#")[0] for r in tp for n in r["cpu"] if n != "nats-server"})
+                for name in sorted({n.split("#")[0] for r in tp for n in r["cpu"] if n not in ("nats-server", "bench")})
             },
             "peak_rss_mb": rss,
         }
@@ -92,8 +93,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"# flowrun bench - {meta['started']}",
         "",
         f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, nats-py {m['nats_py']}, "
-        f"nats-server {m['nats_server']}; {meta['config']['orders']} orders, {meta['config']['runs']} run(s) each, "
-        "A/B alternated, medians.",
+        f"nats-server {m['nats_server']}, flowrun {m['commit']};",
+        f"{meta['config']['orders']} orders, {meta['config']['runs']} run(s) each, A/B alternated, medians.",
         "",
         "| measure | flowrun | baseline | flowrun/baseline | target |",
         "|---|---:|---:|---:|---|",
@@ -114,6 +115,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| - | - | |",
         f"| nats-server CPU (share of all cores) | {_fmt(_pct(f['server_cpu_share']))}% "
         f"| {_fmt(_pct(b['server_cpu_share']))}% | | |",
+        f"| bench process (injector+watcher) CPU (cores) | {_fmt(f['bench_cpu'], '.2f')} "
+        f"| {_fmt(b['bench_cpu'], '.2f')} | | |",
     ]
     for name in ("order", "inventory", "payment"):
         lines.append(
