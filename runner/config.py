@@ -386,7 +386,13 @@ class _Loader:
         if saga.bucket not in config.buckets:
             self.problems.append(origin.problem(f"KV bucket {saga.bucket!r} is not declared in kv", "bucket"))
         if saga.timer_subject:
-            check_covered(saga.timer_subject, origin, "timers", "subject")
+            check_covered(f"{saga.timer_subject}.fire", origin, "timers", "subject")
+            timer_stream = config.streams.get(saga.timer_stream or "")
+            if timer_stream is None:
+                self.problems.append(origin.problem(f"timer stream {saga.timer_stream!r} is not declared", "timers"))
+            elif not timer_stream.allow_msg_schedules:
+                self.problems.append(origin.problem(
+                    f"timer stream {timer_stream.name} must set 'allow_msg_schedules: true'", "timers"))
         elif any(s.timeout for s in saga.states.values()) or saga.steps:
             self.problems.append(
                 origin.problem("states with timeouts or compensations need a 'timers' stream and subject")

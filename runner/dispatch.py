@@ -233,6 +233,8 @@ class ConsumerWorker:
 
     async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
         headers = {"Nats-Msg-Id": p.msg_id, deadletter.H_CORRELATION: str(p.data.get(self.key, ""))}
+        if p.headers:
+            headers.update(p.headers)
         trace = (cause.headers or {}).get("traceparent")
         if trace:
             headers["traceparent"] = trace
@@ -304,7 +306,8 @@ class ConsumerWorker:
 
 
 class TimerWorker(ConsumerWorker):
-    """Saga timers: a message per armed timeout, held back with nak(delay) until due, then fired."""
+    """Saga timers: JetStream delivers each schedule when due; we apply the timeout if still current.
+    A timer that arrives early (clock skew between servers) is held back with nak(delay)."""
 
     def __init__(
         self, js: JetStreamContext, service: ServiceSpec, spec: ConsumerSpec, machine: SagaMachine, bucket: Bucket

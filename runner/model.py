@@ -33,6 +33,7 @@ class StreamSpec:
     deny_purge: bool = False
     allow_rollup: bool = False
     allow_direct: bool = False
+    allow_msg_schedules: bool = False
     compression: str = "none"
     no_ack: bool = False
 
@@ -56,6 +57,7 @@ class StreamSpec:
             deny_purge=self.deny_purge,
             allow_rollup_hdrs=self.allow_rollup,
             allow_direct=self.allow_direct,
+            allow_msg_schedules=self.allow_msg_schedules or None,
             compression=api.StoreCompression(self.compression),
             no_ack=self.no_ack,
         )

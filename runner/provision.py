@@ -42,6 +42,7 @@ _STREAM_FIELDS = {
     "max_consumers": "max_consumers",
     "compression": "compression",
     "allow_direct": "allow_direct",
+    "allow_msg_schedules": "allow_msg_schedules",
 }
 _IMMUTABLE_CONSUMER = {"deliver_policy", "ack_policy", "replay_policy"}
 _CONSUMER_FIELDS = (
@@ -87,7 +88,7 @@ def timer_consumer(saga: SagaSpec, service: ServiceSpec) -> ConsumerSpec:
         service=service.name,
         durable=f"{saga.consumer}-timers",
         stream=saga.timer_stream,
-        filter_subjects=(saga.timer_subject,),
+        filter_subjects=(f"{saga.timer_subject}.fire",),
         batch=base.batch,
         concurrency=base.concurrency,
         ack_wait=base.ack_wait,

@@ -11,6 +11,7 @@ simply applies the event again. Instance state is one JSON object per key:
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ class Publish:
     subject: str
     data: dict[str, Any]
     msg_id: str
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -55,8 +57,8 @@ class SagaMachine:
     # --- public entry points ---
 
     def start(self, key: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
-        """A new instance for a start event (no timers armed yet: `apply` of the same event does it)."""
-        return {
+        """A new instance for a start event; its timer deadline is fixed now, published by `apply`."""
+        record = {
             "key": key,
             "saga": self.spec.name,
             "state": self.spec.start_state,
@@ -71,6 +73,8 @@ class SagaMachine:
             "updated": now_iso(),
             "history": [self._entry(self.spec.start_on, data, event_id)],
         }
+        self._arm_timer(record)
+        return record
 
     def apply(self, record: dict[str, Any] | None, subject: str, data: dict[str, Any], event_id: str) -> Decision:
         """The effect of one consumed event."""
@@ -183,8 +187,18 @@ class SagaMachine:
             return []
         after, state, entered = timer
         key = record["key"]
-        body = {self.spec.key: key, "state": state, "entered": entered, "due": time.time() + after}
-        return [Publish(self.spec.timer_subject, body, f"{key}.timer.{entered}")]
+        armed = record.get("timer")
+        if armed and armed["entered"] == entered:
+            due = armed["due"]  # re-publishing (a redelivery) keeps the original deadline
+        else:
+            due = time.time() + after
+            record["timer"] = {"state": state, "entered": entered, "due": due}
+        body = {self.spec.key: key, "state": state, "entered": entered, "due": due}
+        # A JetStream message schedule: one per instance (a newer one replaces it), delivered to
+        # `<subject>.fire` when due. A timer for a state already left is discarded when it fires.
+        at = dt.datetime.fromtimestamp(due, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        headers = {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"{self.spec.timer_subject}.fire"}
+        return [Publish(f"{self.spec.timer_subject}.at.{key}", body, f"{key}.timer.{entered}", headers)]
 
     def _replay(self, record: dict[str, Any], event_id: str) -> list[Publish]:
         out = [
