@@ -56,7 +56,13 @@ def _load(config_dir: Path) -> config_mod.Config:
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    """Run on uvloop where available: a faster event loop for a client-bound workload."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro_fn())  # type: ignore[arg-type]
 
 
 async def _connect(url: str | None) -> nats.NATS:

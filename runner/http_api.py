@@ -17,7 +17,7 @@ from runner.config import resolve
 from runner.deadletter import H_CORRELATION
 from runner.logs import event
 from runner.model import ServiceSpec
-from runner.saga import public_view
+from runner.saga import iso, public_view
 from runner.subjects import is_identifier
 from runner.validation import PayloadValidator
 
@@ -157,7 +157,7 @@ class OrdersApi:
         history = [
             {
                 "subject": e["subject"],
-                "time": e["time"],
+                "time": iso(e["time"]),
                 "data": e["data"],
                 **({"ignored": e["ignored"]} if "ignored" in e else {}),
             }

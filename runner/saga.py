@@ -11,7 +11,6 @@ simply applies the event again. Instance state is one JSON object per key:
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +40,9 @@ class Decision:
     note: str = ""
 
 
-def now_iso() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+def iso(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds. Records keep epoch seconds; formatting waits for a reader."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
 class SagaMachine:
@@ -69,8 +68,8 @@ class SagaMachine:
             "pending": [],
             "target": None,
             "entered": 1,
-            "created": now_iso(),
-            "updated": now_iso(),
+            "created": time.time(),
+            "updated": time.time(),
             "history": [self._entry(self.spec.start_on, data, event_id)],
         }
         self._arm_timer(record)
@@ -179,7 +178,7 @@ class SagaMachine:
     def _enter(self, record: dict[str, Any], state: str) -> None:
         record["state"] = state
         record["entered"] += 1
-        record["updated"] = now_iso()
+        record["updated"] = time.time()
 
     def _arm_timer(self, record: dict[str, Any]) -> list[Publish]:
         timer = self.timer_for(record)
@@ -196,7 +195,7 @@ class SagaMachine:
         body = {self.spec.key: key, "state": state, "entered": entered, "due": due}
         # A JetStream message schedule: one per instance (a newer one replaces it), delivered to
         # `<subject>.fire` when due. A timer for a state already left is discarded when it fires.
-        at = dt.datetime.fromtimestamp(due, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = iso(due)
         headers = {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"{self.spec.timer_subject}.fire"}
         return [Publish(f"{self.spec.timer_subject}.at.{key}", body, f"{key}.timer.{entered}", headers)]
 
@@ -214,13 +213,13 @@ class SagaMachine:
             data["reason"] = record["reason"]
         msg_id = f"{record['key']}.{subject}"
         record["history"].append(
-            {"subject": subject, "time": now_iso(), "data": data, "cause": cause, "msg_id": msg_id}
+            {"subject": subject, "time": time.time(), "data": data, "cause": cause, "msg_id": msg_id}
         )
         return Publish(subject, data, msg_id)
 
     @staticmethod
     def _entry(subject: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
-        return {"subject": subject, "time": now_iso(), "data": data, "id": event_id}
+        return {"subject": subject, "time": time.time(), "data": data, "id": event_id}
 
     @staticmethod
     def _copy(record: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +236,6 @@ def public_view(record: dict[str, Any], key_field: str) -> dict[str, Any]:
     view["status"] = record["state"]
     if record.get("reason"):
         view["reason"] = record["reason"]
-    view["createdAt"] = record.get("created")
-    view["updatedAt"] = record.get("updated")
+    view["createdAt"] = iso(record["created"])
+    view["updatedAt"] = iso(record["updated"])
     return view
