@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 
 from runner import codec, deadletter, faults
 from runner.handler import Context, FatalError, Outcome, RetryableError
+from runner.jspub import Publisher
 from runner.kv import Bucket
 from runner.logs import event
 from runner.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
@@ -105,12 +106,14 @@ class ConsumerWorker:
     def __init__(
         self,
         js: JetStreamContext,
+        publisher: Publisher,
         service: ServiceSpec,
         spec: ConsumerSpec,
         routes: dict[str, Route],
         correlation_key: str,
     ):
         self.js = js
+        self.publisher = publisher
         self.service = service
         self.spec = spec
         self.routes = routes
@@ -173,15 +176,15 @@ class ConsumerWorker:
                     faults.reached("before-publish")
                 futures = [await self._publish(p, msg) for p in result]
                 pending.append((msg, futures))
+            await self._settle_outputs(pending)
             for msg, futures in pending:
-                if futures:
-                    outcomes = await asyncio.gather(*futures, return_exceptions=True)
-                    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-                    if failed is not None:
-                        await self._retry(msg, Failure(f"publishing outputs failed: {failed!r}", "PublishError", False))
-                        continue
-                    if faults.ARMED:
-                        faults.reached("before-ack")
+                failed = next((f for f in futures if f.cancelled() or f.exception() is not None), None)
+                if failed is not None:
+                    reason = "timed out" if failed.cancelled() else repr(failed.exception())
+                    await self._retry(msg, Failure(f"publishing outputs failed: {reason}", "PublishError", False))
+                    continue
+                if faults.ARMED and futures:
+                    faults.reached("before-ack")
                 await msg.ack()
                 self.processed += 1
             for msg, failure, future in dead:
@@ -189,6 +192,15 @@ class ConsumerWorker:
         finally:
             if keepalive is not None:
                 keepalive.cancel()
+
+    async def _settle_outputs(self, pending: list[tuple[Msg, list[asyncio.Future[Any]]]]) -> None:
+        """Wait (bounded by the ack wait) for every output's PubAck; the unanswered are cancelled."""
+        futures = [f for _, fs in pending for f in fs]
+        if not futures:
+            return
+        _, late = await asyncio.wait(futures, timeout=self.spec.ack_wait)
+        for future in late:
+            future.cancel()
 
     async def _keep_alive(self, msgs: list[Msg]) -> None:
         """Long handlers keep their messages: in_progress() before the ack wait runs out."""
@@ -238,7 +250,7 @@ class ConsumerWorker:
         trace = (cause.headers or {}).get("traceparent")
         if trace:
             headers["traceparent"] = trace
-        return await self.js.publish_async(p.subject, codec.dumps(p.data), headers=headers)
+        return await self.publisher.publish(p.subject, codec.dumps(p.data), headers)
 
     async def _retry(self, msg: Msg, failure: Failure) -> None:
         attempt = msg.metadata.num_delivered
@@ -275,7 +287,7 @@ class ConsumerWorker:
         )
         subject = deadletter.dead_letter_subject(dl.subject_prefix, self.service.name, msg.subject)
         try:
-            return await self.js.publish_async(subject, msg.data, headers=headers)
+            return await self.publisher.publish(subject, msg.data, headers)
         except Exception as exc:
             event(log, logging.ERROR, "dead-letter publish failed", subject=msg.subject, error=repr(exc))
             return None
@@ -310,9 +322,15 @@ class TimerWorker(ConsumerWorker):
     A timer that arrives early (clock skew between servers) is held back with nak(delay)."""
 
     def __init__(
-        self, js: JetStreamContext, service: ServiceSpec, spec: ConsumerSpec, machine: SagaMachine, bucket: Bucket
+        self,
+        js: JetStreamContext,
+        publisher: Publisher,
+        service: ServiceSpec,
+        spec: ConsumerSpec,
+        machine: SagaMachine,
+        bucket: Bucket,
     ):
-        super().__init__(js, service, spec, {}, machine.spec.key)
+        super().__init__(js, publisher, service, spec, {}, machine.spec.key)
         self.machine = machine
         self.bucket = bucket
 
@@ -338,7 +356,8 @@ class TimerWorker(ConsumerWorker):
         try:
             publishes = await self.bucket.mutate(key, lambda record: self._step(record, state, entered))
             futures = [await self._publish(p, msg) for p in publishes]
-            await asyncio.gather(*futures)
+            async with asyncio.timeout(self.spec.ack_wait):
+                await asyncio.gather(*futures)
         except Exception as exc:
             event(log, logging.WARNING, "timer retry", key=key, state=state, error=repr(exc))
             await msg.nak(delay=1.0)

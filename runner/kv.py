@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 
 from runner import codec
 from runner.handler import RetryableError
+from runner.jspub import WRONG_LAST_SEQUENCE, Publisher, PublishError
 
 T = TypeVar("T")
 
@@ -41,9 +42,12 @@ class _Pending(Generic[T]):
 class Bucket:
     """One KV bucket. Values are JSON objects."""
 
-    def __init__(self, kv: KeyValue, name: str, max_conflicts: int = 50, cache_size: int = 4096):
+    def __init__(self, kv: KeyValue, name: str, publisher: Publisher | None = None, max_conflicts: int = 50,
+                 cache_size: int = 4096):
         self.kv = kv
         self.name = name
+        self.publisher = publisher
+        self._subject = f"$KV.{name}."
         self.max_conflicts = max_conflicts
         self.cache_size = cache_size
         self._queues: dict[str, list[_Pending[Any]]] = {}
@@ -78,6 +82,15 @@ class Bucket:
 
     async def update(self, key: str, value: Any, revision: int) -> int:
         """Write if the key is still at `revision` (0: absent); raise Conflict otherwise."""
+        if self.publisher is not None:  # the pipelined path: no request timer per write
+            headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
+            try:
+                ack = await (await self.publisher.publish(self._subject + key, codec.dumps(value), headers))
+            except PublishError as exc:
+                if exc.err_code in WRONG_LAST_SEQUENCE:
+                    raise Conflict(f"{self.name}/{key} changed concurrently") from exc
+                raise
+            return ack["seq"]
         try:
             return await self.kv.update(key, codec.dumps(value), last=revision)
         except KeyWrongLastSequenceError as exc:

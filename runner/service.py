@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from runner.config import resolve
 from runner.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
 from runner.handler import Context
+from runner.jspub import Publisher
 from runner.kv import Bucket
 from runner.logs import event
 from runner.model import Config, ServiceSpec
@@ -57,6 +58,7 @@ class Runtime:
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
     nc: Client | None = None
     js: JetStreamContext | None = None
+    publisher: Publisher | None = None
     buckets: dict[str, Bucket] = field(default_factory=dict)
     machines: dict[str, SagaMachine] = field(default_factory=dict)
     supervised: list[_Supervised] = field(default_factory=list)
@@ -82,6 +84,7 @@ class Runtime:
             reconnected_cb=self._on_reconnect,
         )
         self.js = self.nc.jetstream(publish_async_max_pending=8192)
+        self.publisher = await Publisher(self.nc).start()
         plan = await plan_and_apply(self.js, self.config, self.options.provision)
         if self.options.provision == "verify" and (plan.pending or plan.drift):
             raise ProvisionError(
@@ -90,7 +93,7 @@ class Runtime:
         for change in plan.drift:
             event(log, logging.WARNING, "provision drift", change=str(change))
         for bucket in self.config.buckets:
-            self.buckets[bucket] = Bucket(await self.js.key_value(bucket), bucket)
+            self.buckets[bucket] = Bucket(await self.js.key_value(bucket), bucket, self.publisher)
         for saga in self.config.sagas.values():
             self.machines[saga.name] = SagaMachine(saga)
         for name in self.services:
@@ -136,12 +139,14 @@ class Runtime:
                 run = saga_route(self.machines[saga.name], self.buckets[saga.bucket])
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
-            worker = ConsumerWorker(self.js, service, consumer, routes, key)
+            worker = ConsumerWorker(self.js, self.publisher, service, consumer, routes, key)
             self.supervised.append(_Supervised(worker))
         for saga in self.config.sagas_of(service.name):
             if saga.timer_subject:
                 spec = timer_consumer(saga, service)
-                worker = TimerWorker(self.js, service, spec, self.machines[saga.name], self.buckets[saga.bucket])
+                worker = TimerWorker(
+                    self.js, self.publisher, service, spec, self.machines[saga.name], self.buckets[saga.bucket]
+                )
                 self.supervised.append(_Supervised(worker))
 
     async def _supervise(self, sup: _Supervised) -> None:
@@ -191,11 +196,8 @@ class Runtime:
             )
             for task in still:
                 task.cancel()
-        if self.js is not None and self.js.publish_async_pending():
-            try:
-                await asyncio.wait_for(self.js.publish_async_completed(), 5)
-            except TimeoutError:
-                pass
+        if self.publisher is not None:
+            await self.publisher.close()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
