@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -40,7 +41,7 @@ def test_linear_grows_by_a_constant_step() -> None:
     policy = plain(backoff="linear", initial_delay=1.0, multiplier=2.0, max_delay=60.0)
     delays = [policy.delay(a) for a in (1, 2, 3, 4)]
     assert delays == [1.0, 2.0, 3.0, 4.0]
-    assert len({b - a for a, b in zip(delays, delays[1:], strict=False)}) == 1
+    assert len({b - a for a, b in itertools.pairwise(delays)}) == 1
 
 
 def test_max_delay_caps_growing_backoffs() -> None:

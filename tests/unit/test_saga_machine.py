@@ -55,12 +55,16 @@ class Order:
         return self.record["state"]
 
 
+def is_timer(p: Publish) -> bool:
+    return p.subject == TIMERS or p.subject.startswith(TIMERS + ".")
+
+
 def non_timers(publishes: list[Publish]) -> list[tuple[str, str]]:
-    return [(p.subject, p.msg_id) for p in publishes if p.subject != TIMERS]
+    return [(p.subject, p.msg_id) for p in publishes if not is_timer(p)]
 
 
 def timers(publishes: list[Publish]) -> list[Publish]:
-    return [p for p in publishes if p.subject == TIMERS]
+    return [p for p in publishes if is_timer(p)]
 
 
 def at_awaiting_payment(machine: SagaMachine) -> Order:
@@ -93,7 +97,7 @@ def test_created_starts_pending_and_arms_the_inventory_timer(machine: SagaMachin
 
 def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     order = Order(machine)
-    order.event("orders.created")
+    created = order.event("orders.created")
 
     reserved = order.event("orders.inventory.reserved")
     assert order.state == "awaiting_payment"
@@ -103,6 +107,8 @@ def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     assert requested.data["total"] == 1059.97  # the start event's payload travels with the command
     [timer] = timers(reserved.publishes)
     assert (timer.data["state"], timer.data["entered"], timer.msg_id) == ("awaiting_payment", 2, f"{ORDER}.timer.2")
+    # one timer per instance: the new state's timer goes where the old one was, replacing it
+    assert timer.subject == timers(created.publishes)[0].subject
     assert order.record is not None and order.record["steps"] == ["inventory"]
 
     completed = order.event("orders.payment.completed")
@@ -158,17 +164,22 @@ def test_duplicate_event_changes_nothing_and_republishes_what_it_caused(machine:
     assert again.note == "duplicate"
     assert order.record is stored
     assert non_timers(again.publishes) == non_timers(first.publishes)
-    assert [p.msg_id for p in timers(again.publishes)] == [p.msg_id for p in timers(first.publishes)]
+    [timer], [timer_again] = timers(first.publishes), timers(again.publishes)
+    assert timer_again.msg_id == timer.msg_id
+    assert timer_again.subject == timer.subject
+    assert timer_again.data["due"] == timer.data["due"]  # a redelivery keeps the original deadline
 
 
 def test_duplicate_start_event_changes_nothing(machine: SagaMachine) -> None:
     order = Order(machine)
-    order.event("orders.created", "e-created")
+    first = order.event("orders.created", "e-created")
     again = order.event("orders.created", "e-created")
     assert again.changed is False
     assert order.state == "pending"
     assert non_timers(again.publishes) == []
-    assert [p.msg_id for p in timers(again.publishes)] == [f"{ORDER}.timer.1"]
+    [timer], [timer_again] = timers(first.publishes), timers(again.publishes)
+    assert timer_again.msg_id == timer.msg_id == f"{ORDER}.timer.1"
+    assert timer_again.data["due"] == timer.data["due"]
 
 
 def test_unknown_instance_for_a_non_start_event_is_fatal(machine: SagaMachine) -> None:
