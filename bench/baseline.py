@@ -231,13 +231,27 @@ class Service:
             return []
         order = self.orders.get(order_id)
         if subject == "orders.inventory.reserved":
-            if order is None:
-                record, _ = await self.kv_get("ORDER_SAGA", order_id)
+            # The same durable transition flowrun makes: pending → awaiting_payment, compare-and-set.
+            if order is None or order.revision.cancelled():
+                record, revision = await self.kv_get("ORDER_SAGA", order_id)
                 if record is None:
                     raise RuntimeError(f"reserved before created: {order_id}")
                 base = {k: record[k] for k in ("orderId", "customerId", "items", "total")}
             else:
-                base = order.data
+                base, revision = order.data, await order.revision
+            written = asyncio.get_running_loop().create_future()
+            self.orders[order_id] = Order(base, written)
+            try:
+                ack = await (
+                    await self.kv_write(
+                        "ORDER_SAGA", order_id, {**base, "state": "awaiting_payment", "updated": time.time()}, revision
+                    )
+                )
+                written.set_result(ack.seq)
+            except Exception as exc:
+                written.cancel()
+                if not _is_conflict(exc):  # a conflict: a redelivery already moved it on
+                    raise
             return [("orders.payment.requested", base)]
         state = "completed" if subject == "orders.payment.completed" else "cancelled"
         for _ in range(10):

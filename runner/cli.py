@@ -65,10 +65,20 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return runner.run(coro_fn())  # type: ignore[arg-type]
 
 
+async def _quiet(exc: Exception) -> None:
+    """Connection errors become one clear message below, not a traceback per retry."""
+
+
 async def _connect(url: str | None) -> nats.NATS:
     try:
+        # nats-py reads max_reconnect_attempts=0 as "no limit": allow one retry, then give up.
         return await nats.connect(
-            url or DEFAULT_NATS, connect_timeout=3, max_reconnect_attempts=0, allow_reconnect=False
+            url or DEFAULT_NATS,
+            connect_timeout=3,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+            allow_reconnect=False,
+            error_cb=_quiet,
         )
     except Exception as exc:
         raise click.ClickException(f"cannot connect to NATS at {url or DEFAULT_NATS}: {exc!r}") from exc

@@ -391,8 +391,9 @@ class _Loader:
             if timer_stream is None:
                 self.problems.append(origin.problem(f"timer stream {saga.timer_stream!r} is not declared", "timers"))
             elif not timer_stream.allow_msg_schedules:
-                self.problems.append(origin.problem(
-                    f"timer stream {timer_stream.name} must set 'allow_msg_schedules: true'", "timers"))
+                self.problems.append(
+                    origin.problem(f"timer stream {timer_stream.name} must set 'allow_msg_schedules: true'", "timers")
+                )
         elif any(s.timeout for s in saga.states.values()) or saga.steps:
             self.problems.append(
                 origin.problem("states with timeouts or compensations need a 'timers' stream and subject")
@@ -433,6 +434,16 @@ class _Loader:
                             "completes",
                         )
                     )
+        if saga.steps:
+            failed = states.get(saga.compensation_failed_state)
+            if failed is None or not failed.terminal:
+                self.problems.append(
+                    origin.problem(
+                        f"compensation failed_state {saga.compensation_failed_state!r} must be declared as a "
+                        "terminal state",
+                        "compensation",
+                    )
+                )
         terminal = {s.name for s in states.values() if s.terminal}
         if not terminal:
             self.problems.append(

@@ -340,33 +340,29 @@ class TimerWorker(ConsumerWorker):
     async def _fire(self, msg: Msg) -> None:
         try:
             timer = codec.loads(msg.data)
-            due = float(timer["due"])
-            key, state, entered = timer[self.key], timer["state"], int(timer["entered"])
+            key, alarm = timer[self.key], float(timer["alarm"])
         except Exception as exc:
-            await self._finish_dead_letter(
-                msg,
-                Failure(f"malformed timer: {exc!r}", "DecodeError", True),
-                await self._dead_letter(msg, Failure(repr(exc), "DecodeError", True)),
-            )
+            failure = Failure(f"malformed timer: {exc!r}", "DecodeError", True)
+            await self._finish_dead_letter(msg, failure, await self._dead_letter(msg, failure))
             return
-        wait = due - time.time()
-        if wait > 0:
-            await msg.nak(delay=wait)
+        early = alarm - time.time()
+        if early > 0:  # the scheduler's clock ran ahead of ours
+            await msg.nak(delay=early)
             return
         try:
-            publishes = await self.bucket.mutate(key, lambda record: self._step(record, state, entered))
+            publishes = await self.bucket.mutate(key, self._step)
             futures = [await self._publish(p, msg) for p in publishes]
             async with asyncio.timeout(self.spec.ack_wait):
                 await asyncio.gather(*futures)
         except Exception as exc:
-            event(log, logging.WARNING, "timer retry", key=key, state=state, error=repr(exc))
+            event(log, logging.WARNING, "timer retry", key=key, error=repr(exc))
             await msg.nak(delay=1.0)
             return
         await msg.ack()
         self.processed += 1
 
-    def _step(self, record: Any, state: str, entered: int) -> tuple[Any, list[Publish]]:
-        decision = self.machine.on_timeout(record, state, entered)
+    def _step(self, record: Any) -> tuple[Any, list[Publish]]:
+        decision = self.machine.on_alarm(record)
         if decision is None:
             return record, []
         return decision.record, decision.publishes

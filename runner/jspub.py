@@ -42,8 +42,9 @@ class Publisher:
         self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
         return self
 
-    async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None
-                      ) -> asyncio.Future[dict[str, Any]]:
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
         """Send; the returned future resolves to the PubAck ({"stream", "seq", "duplicate"?})."""
         token = str(next(self._tokens))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

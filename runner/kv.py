@@ -42,8 +42,14 @@ class _Pending(Generic[T]):
 class Bucket:
     """One KV bucket. Values are JSON objects."""
 
-    def __init__(self, kv: KeyValue, name: str, publisher: Publisher | None = None, max_conflicts: int = 50,
-                 cache_size: int = 4096):
+    def __init__(
+        self,
+        kv: KeyValue,
+        name: str,
+        publisher: Publisher | None = None,
+        max_conflicts: int = 50,
+        cache_size: int = 4096,
+    ):
         self.kv = kv
         self.name = name
         self.publisher = publisher

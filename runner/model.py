@@ -55,7 +55,8 @@ class StreamSpec:
             duplicate_window=self.duplicate_window,
             deny_delete=self.deny_delete,
             deny_purge=self.deny_purge,
-            allow_rollup_hdrs=self.allow_rollup,
+            # nats-server turns rollups on for a stream that holds message schedules.
+            allow_rollup_hdrs=self.allow_rollup or self.allow_msg_schedules,
             allow_direct=self.allow_direct,
             allow_msg_schedules=self.allow_msg_schedules or None,
             compression=api.StoreCompression(self.compression),
@@ -84,7 +85,10 @@ class RetryPolicy:
         elif self.backoff == "linear":
             base = self.initial_delay * (1 + n * (self.multiplier - 1 if self.multiplier > 1 else 1))
         else:
-            base = self.initial_delay * (self.multiplier**n)
+            try:
+                base = self.initial_delay * (self.multiplier**n)
+            except OverflowError:
+                base = self.max_delay
         base = min(base, self.max_delay)
         if self.jitter == "full":
             # "Full jitter" keeps the mean spread out; a floor of half the base avoids instant retries.

@@ -207,24 +207,46 @@ async def _stream(js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: boo
 async def _bucket(js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: bool) -> None:
     what = f"kv {spec.name}"
     try:
-        await js.key_value(spec.name)
-        plan.changes.append(Change("ok", what))
-        return
-    except BucketNotFoundError:
-        pass
-    plan.changes.append(Change("create", what, f"history {spec.history}, {spec.storage}"))
-    if apply:
-        await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=spec.name,
-                description=spec.description,
-                history=spec.history,
-                storage=api.StorageType(spec.storage),
-                replicas=spec.replicas,
-                ttl=spec.ttl,
-                direct=True,
+        info = await js.stream_info(f"KV_{spec.name}")
+    except NotFoundError:
+        plan.changes.append(Change("create", what, f"history {spec.history}, {spec.storage}"))
+        if apply:
+            await js.create_key_value(
+                api.KeyValueConfig(
+                    bucket=spec.name,
+                    description=spec.description,
+                    history=spec.history,
+                    storage=api.StorageType(spec.storage),
+                    replicas=spec.replicas,
+                    ttl=spec.ttl,
+                    direct=True,
+                )
             )
+        return
+    have = info.config
+    diff = {
+        label: (old, new)
+        for label, old, new in (
+            ("history", have.max_msgs_per_subject, spec.history),
+            ("replicas", have.num_replicas, spec.replicas),
+            ("ttl", _norm(have.max_age) or None, _norm(spec.ttl) or None),
         )
+        if old != new
+    }
+    storage = _norm(have.storage)
+    if storage != spec.storage:
+        plan.changes.append(
+            Change("drift", what, f"storage {storage!r} → {spec.storage!r} (cannot change in place; not applied)")
+        )
+    if diff:
+        plan.changes.append(Change("update", what, _describe(diff)))
+        if apply:
+            have.max_msgs_per_subject = spec.history
+            have.num_replicas = spec.replicas
+            have.max_age = spec.ttl or 0
+            await js.update_stream(have)
+    elif storage == spec.storage:
+        plan.changes.append(Change("ok", what))
 
 
 async def _consumer(js: JetStreamContext, spec: ConsumerSpec, max_deliver: int, plan: Plan, apply: bool) -> None:

@@ -5,8 +5,14 @@ simply applies the event again. Instance state is one JSON object per key:
 
     state, data (the start event's payload), reason, steps (completed, in order), compensated,
     pending (compensations awaiting confirmation), target (state after compensation),
-    entered (a counter bumped on every state change; timers carry it to detect staleness),
-    history (every event in and out, oldest first; consumed ones carry their message id).
+    entered (a counter bumped on every state change), deadline (the current state's timeout),
+    alarm (when the instance's one timer fires), history (every event in and out, oldest first;
+    consumed ones carry their message id).
+
+Timers: each instance has at most one JetStream message schedule, armed at `now + the shortest
+timeout in the saga`. Every later deadline is at least that far away, so a transition never needs
+to re-arm: the happy path costs one timer publish per instance. When the alarm fires, a deadline
+that has passed fires its timeout; one still ahead re-arms the alarm for it.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class SagaMachine:
         self.spec = spec
         self.terminal = {s.name for s in spec.states.values() if s.terminal} | {spec.compensation_failed_state}
         self.confirmations = {s.confirmed_by: s.name for s in spec.steps.values() if s.confirmed_by}
+        timeouts = [s.timeout.after for s in spec.states.values() if s.timeout]
+        if spec.steps:
+            timeouts.append(spec.compensation_timeout)
+        self.shortest = min(timeouts, default=0.0)
 
     # --- public entry points ---
 
@@ -72,7 +82,7 @@ class SagaMachine:
             "updated": time.time(),
             "history": [self._entry(self.spec.start_on, data, event_id)],
         }
-        self._arm_timer(record)
+        self._arm(record)
         return record
 
     def apply(self, record: dict[str, Any] | None, subject: str, data: dict[str, Any], event_id: str) -> Decision:
@@ -84,7 +94,7 @@ class SagaMachine:
                     f"unknown {self.spec.name} instance {key!r}: {subject} arrived before {self.spec.start_on}"
                 )
             record = self.start(key, data, event_id)
-            return Decision(record, self._arm_timer(record), note="started")
+            return Decision(record, self._alarm(record), note="started")
         if any(e.get("id") == event_id for e in record["history"]):
             # Seen before (a redelivery, possibly after a crash before publishing): publish again.
             return Decision(record, self._replay(record, event_id), changed=False, note="duplicate")
@@ -98,9 +108,23 @@ class SagaMachine:
             return Decision(record, note="ignored")
         return self._transition(record, transition, data, event_id)
 
-    def on_timeout(self, record: dict[str, Any] | None, state: str, entered: int) -> Decision | None:
-        """A due timer. None when it is stale (the instance moved on) or the instance is gone."""
-        if record is None or record["state"] != state or record["entered"] != entered:
+    def on_alarm(self, record: dict[str, Any] | None, now: float | None = None) -> Decision | None:
+        """The instance's alarm fired. None when there is nothing to do (no deadline, or gone)."""
+        if record is None:
+            return None
+        now = time.time() if now is None else now
+        deadline = record.get("deadline")
+        if not deadline or deadline["entered"] != record["entered"]:
+            return None  # the current state has no timeout: the alarm is simply spent
+        if deadline["due"] > now:  # not yet: fire again when it is due
+            record = {**record, "alarm": deadline["due"]}
+            return Decision(record, self._alarm(record), note="re-armed")
+        # This alarm is spent: whatever state comes next arms a fresh one.
+        return self.on_timeout({**record, "alarm": None}, deadline["state"], deadline["entered"])
+
+    def on_timeout(self, record: dict[str, Any], state: str, entered: int) -> Decision | None:
+        """The timeout of `state` has passed. None when the instance already left that state."""
+        if record["state"] != state or record["entered"] != entered:
             return None
         record = self._copy(record)
         event_id = f"{record['key']}.timeout.{entered}"
@@ -144,10 +168,10 @@ class SagaMachine:
                 record["target"] = target
                 publishes += [self._publish(record, self.spec.steps[s].compensate, event_id) for s in todo]
                 self._enter(record, COMPENSATING)
-                return Decision(record, publishes + self._arm_timer(record), note="compensating")
+                return Decision(record, publishes + self._arm(record), note="compensating")
         if target != record["state"]:
             self._enter(record, target)
-            publishes += self._arm_timer(record)
+            publishes += self._arm(record)
         return Decision(record, publishes, note=f"-> {target}")
 
     def _while_compensating(
@@ -160,7 +184,7 @@ class SagaMachine:
                 target = record["target"]
                 record["target"] = None
                 self._enter(record, target)
-                return Decision(record, self._arm_timer(record), note=f"compensated -> {target}")
+                return Decision(record, self._arm(record), note=f"compensated -> {target}")
             return Decision(record, note=f"{step} compensated")
         # A late success while undoing (e.g. a charge after a timeout): undo it as the target would.
         later = self.spec.states[record["target"]].on.get(subject)
@@ -180,24 +204,31 @@ class SagaMachine:
         record["entered"] += 1
         record["updated"] = time.time()
 
-    def _arm_timer(self, record: dict[str, Any]) -> list[Publish]:
+    def _arm(self, record: dict[str, Any]) -> list[Publish]:
+        """Set the current state's deadline; publish an alarm only if none is pending before it."""
         timer = self.timer_for(record)
         if timer is None or not self.spec.timer_subject:
+            record["deadline"] = None
             return []
         after, state, entered = timer
+        now = time.time()
+        due = now + after
+        record["deadline"] = {"state": state, "entered": entered, "due": due}
+        alarm = record.get("alarm")
+        if alarm is not None and now < alarm <= due:
+            return []  # the pending alarm fires first and re-arms for this deadline
+        record["alarm"] = now + self.shortest
+        return self._alarm(record)
+
+    def _alarm(self, record: dict[str, Any]) -> list[Publish]:
+        """The schedule message of the instance's alarm (re-publishing it is harmless)."""
+        alarm = record.get("alarm")
+        if alarm is None or not self.spec.timer_subject:
+            return []
         key = record["key"]
-        armed = record.get("timer")
-        if armed and armed["entered"] == entered:
-            due = armed["due"]  # re-publishing (a redelivery) keeps the original deadline
-        else:
-            due = time.time() + after
-            record["timer"] = {"state": state, "entered": entered, "due": due}
-        body = {self.spec.key: key, "state": state, "entered": entered, "due": due}
-        # A JetStream message schedule: one per instance (a newer one replaces it), delivered to
-        # `<subject>.fire` when due. A timer for a state already left is discarded when it fires.
-        at = iso(due)
-        headers = {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"{self.spec.timer_subject}.fire"}
-        return [Publish(f"{self.spec.timer_subject}.at.{key}", body, f"{key}.timer.{entered}", headers)]
+        body = {self.spec.key: key, "alarm": alarm}
+        headers = {"Nats-Schedule": f"@at {iso(alarm)}", "Nats-Schedule-Target": f"{self.spec.timer_subject}.fire"}
+        return [Publish(f"{self.spec.timer_subject}.at.{key}", body, f"{key}.alarm.{alarm:.3f}", headers)]
 
     def _replay(self, record: dict[str, Any], event_id: str) -> list[Publish]:
         out = [
@@ -205,7 +236,7 @@ class SagaMachine:
             for e in record["history"]
             if e.get("cause") == event_id and "msg_id" in e
         ]
-        return out + self._arm_timer(record)
+        return out + self._alarm(record)
 
     def _publish(self, record: dict[str, Any], subject: str, cause: str) -> Publish:
         data = {**record["data"], self.spec.key: record["key"]}

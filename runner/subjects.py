@@ -9,7 +9,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 def is_identifier(value: object) -> bool:
     """True for ids safe to embed in a subject or KV key: no '.', '*', '>', whitespace."""
-    return isinstance(value, str) and bool(IDENTIFIER.match(value))
+    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
 
 
 def matches(pattern: str, subject: str) -> bool:

@@ -126,7 +126,6 @@ async def test_second_provision_changes_nothing_and_keeps_seeded_values(js: JetS
     assert json.loads((await stock.get("LAPTOP-001")).value) == {"available": 7, "reserved": 3}
 
 
-@pytest.mark.xfail(strict=True, reason=TIMERS_NEVER_CONVERGES)
 async def test_second_provision_is_all_ok(js: JetStreamContext) -> None:
     await plan_and_apply(js, shipped())
     plan = await plan_and_apply(js, shipped())
@@ -226,11 +225,6 @@ async def test_mode_off_does_nothing(js: JetStreamContext) -> None:
     assert await stream_names(js) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: provision._bucket only checks that a KV bucket exists; a changed history/storage/ttl "
-    "is reported 'ok' instead of update or drift",
-)
 async def test_changed_kv_bucket_is_not_reported_ok(js: JetStreamContext, config_copy: Path) -> None:
     await plan_and_apply(js, shipped())
     config = edited(
@@ -265,7 +259,6 @@ async def test_cli_dry_run_then_provision_then_verify(nats_server: EmbeddedServe
     assert await bucket_names(js) == BUCKETS
 
 
-@pytest.mark.xfail(strict=True, reason=TIMERS_NEVER_CONVERGES)
 async def test_cli_verify_after_provision_exits_0(nats_server: EmbeddedServer) -> None:
     assert (await cli("provision", "--nats", nats_server.url, "--config", str(ROOT))).exit_code == 0
     verify = await cli("provision", "--nats", nats_server.url, "--config", str(ROOT), "--mode", "verify")
@@ -302,11 +295,6 @@ async def test_cli_provision_with_an_invalid_config_exits_1(nats_server: Embedde
     assert "streams.yaml:" in result.stderr and "problem(s) found" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli._connect passes max_reconnect_attempts=0, which nats-py reads as 'no limit': "
-    "an unreachable --nats retries forever (a traceback every 2 s) instead of failing",
-)
 async def test_cli_unreachable_server_fails_instead_of_hanging() -> None:
     url = f"nats://127.0.0.1:{free_port()}"
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -78,7 +77,7 @@ def at_awaiting_payment(machine: SagaMachine) -> Order:
 # --- the happy path ---
 
 
-def test_created_starts_pending_and_arms_the_inventory_timer(machine: SagaMachine) -> None:
+def test_created_starts_pending_and_arms_the_one_alarm(machine: SagaMachine) -> None:
     order = Order(machine)
     before = time.time()
     decision = order.event("orders.created")
@@ -86,18 +85,22 @@ def test_created_starts_pending_and_arms_the_inventory_timer(machine: SagaMachin
     assert order.record is not None and order.record["data"] == CREATED
     assert decision.changed
     assert non_timers(decision.publishes) == []
-    [timer] = timers(decision.publishes)
-    assert timer.msg_id == f"{ORDER}.timer.1"
-    assert timer.data["orderId"] == ORDER
-    assert timer.data["state"] == "pending"
-    assert timer.data["entered"] == 1
-    assert before + 60 <= timer.data["due"] <= time.time() + 60  # INVENTORY_TIMEOUT default 60s
+    [alarm] = timers(decision.publishes)
+    assert alarm.subject == f"{TIMERS}.at.{ORDER}"
+    assert alarm.headers is not None and alarm.headers["Nats-Schedule-Target"] == f"{TIMERS}.fire"
+    assert alarm.headers["Nats-Schedule"].startswith("@at 20")
+    assert alarm.data["orderId"] == ORDER
+    # armed at the shortest timeout of the saga (PAYMENT_TIMEOUT, 30s), so no later state re-arms it
+    assert before + 30 <= alarm.data["alarm"] <= time.time() + 30
+    deadline = order.record["deadline"]
+    assert (deadline["state"], deadline["entered"]) == ("pending", 1)
+    assert before + 60 <= deadline["due"] <= time.time() + 60  # INVENTORY_TIMEOUT default 60s
     assert machine.timer_for(order.record) == (60.0, "pending", 1)
 
 
 def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     order = Order(machine)
-    created = order.event("orders.created")
+    order.event("orders.created")
 
     reserved = order.event("orders.inventory.reserved")
     assert order.state == "awaiting_payment"
@@ -105,11 +108,9 @@ def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     requested = reserved.publishes[0]
     assert requested.data["orderId"] == ORDER
     assert requested.data["total"] == 1059.97  # the start event's payload travels with the command
-    [timer] = timers(reserved.publishes)
-    assert (timer.data["state"], timer.data["entered"], timer.msg_id) == ("awaiting_payment", 2, f"{ORDER}.timer.2")
-    # one timer per instance: the new state's timer goes where the old one was, replacing it
-    assert timer.subject == timers(created.publishes)[0].subject
-    assert order.record is not None and order.record["steps"] == ["inventory"]
+    assert timers(reserved.publishes) == []  # the pending alarm fires before the new deadline: no re-arm
+    assert order.record is not None and order.record["deadline"]["state"] == "awaiting_payment"
+    assert order.record["steps"] == ["inventory"]
 
     completed = order.event("orders.payment.completed")
     assert order.state == "completed"
@@ -118,6 +119,7 @@ def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     assert order.record["entered"] == 3
     assert order.record["reason"] is None
     assert machine.timer_for(order.record) is None
+    assert machine.on_alarm(order.record) is None  # the alarm, when it fires, finds nothing to do
 
 
 def test_history_is_ordered_and_links_outputs_to_their_cause(machine: SagaMachine) -> None:
@@ -164,10 +166,10 @@ def test_duplicate_event_changes_nothing_and_republishes_what_it_caused(machine:
     assert again.note == "duplicate"
     assert order.record is stored
     assert non_timers(again.publishes) == non_timers(first.publishes)
-    [timer], [timer_again] = timers(first.publishes), timers(again.publishes)
-    assert timer_again.msg_id == timer.msg_id
-    assert timer_again.subject == timer.subject
-    assert timer_again.data["due"] == timer.data["due"]  # a redelivery keeps the original deadline
+    # a redelivery re-publishes the instance's alarm, unchanged: the original deadline stands
+    [alarm_again] = timers(again.publishes)
+    assert alarm_again.subject == f"{TIMERS}.at.{ORDER}"
+    assert alarm_again.data["alarm"] == stored["alarm"]
 
 
 def test_duplicate_start_event_changes_nothing(machine: SagaMachine) -> None:
@@ -177,9 +179,9 @@ def test_duplicate_start_event_changes_nothing(machine: SagaMachine) -> None:
     assert again.changed is False
     assert order.state == "pending"
     assert non_timers(again.publishes) == []
-    [timer], [timer_again] = timers(first.publishes), timers(again.publishes)
-    assert timer_again.msg_id == timer.msg_id == f"{ORDER}.timer.1"
-    assert timer_again.data["due"] == timer.data["due"]
+    [alarm], [alarm_again] = timers(first.publishes), timers(again.publishes)
+    assert alarm_again.msg_id == alarm.msg_id
+    assert alarm_again.data["alarm"] == alarm.data["alarm"]
 
 
 def test_unknown_instance_for_a_non_start_event_is_fatal(machine: SagaMachine) -> None:
@@ -220,8 +222,7 @@ def test_payment_failed_releases_inventory_then_cancels(machine: SagaMachine) ->
     assert order.state == "compensating"
     assert non_timers(failed.publishes) == [("orders.inventory.release", f"{ORDER}.orders.inventory.release")]
     assert failed.publishes[0].data["reason"] == "declined"
-    [timer] = timers(failed.publishes)
-    assert timer.data["state"] == "compensating"
+    assert timers(failed.publishes) == []  # the pending alarm fires first and re-arms if needed
     assert order.record is not None and order.record["pending"] == ["inventory"]
     assert machine.timer_for(order.record) == (120.0, "compensating", order.record["entered"])
 
@@ -258,8 +259,31 @@ def test_stale_timer_is_ignored(machine: SagaMachine) -> None:
     assert order.record is not None
     assert machine.on_timeout(order.record, "pending", 1) is None  # the pending timer fired too late
     assert machine.on_timeout(order.record, "awaiting_payment", 1) is None  # right state, old entry
-    assert machine.on_timeout(None, "awaiting_payment", 2) is None
+    assert machine.on_alarm(None) is None
     assert order.state == "awaiting_payment"
+
+
+def test_alarm_before_the_deadline_re_arms_for_it(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    assert order.record is not None
+    due = order.record["deadline"]["due"]
+    decision = machine.on_alarm(order.record, now=due - 5)
+    assert decision is not None and decision.record["state"] == "awaiting_payment"
+    assert decision.record["alarm"] == due
+    [alarm] = decision.publishes
+    assert alarm.subject == f"{TIMERS}.at.{ORDER}" and alarm.data["alarm"] == due
+
+
+def test_alarm_after_the_deadline_fires_the_timeout(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    assert order.record is not None
+    decision = machine.on_alarm(order.record, now=order.record["deadline"]["due"] + 0.1)
+    assert decision is not None and decision.record["state"] == "compensating"
+    assert decision.record["reason"] == "payment timed out"
+    assert ("orders.inventory.release", f"{ORDER}.orders.inventory.release") in non_timers(decision.publishes)
+    # the spent alarm is replaced by one for the compensation deadline
+    [alarm] = timers(decision.publishes)
+    assert alarm.data["alarm"] > time.time()
 
 
 def test_compensation_timeout_ends_in_compensation_failed(machine: SagaMachine) -> None:
@@ -327,18 +351,11 @@ def test_event_after_compensation_failed_is_ignored(machine: SagaMachine) -> Non
     assert decision.note == "ignored"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SagaMachine.apply indexes spec.states[record['state']]; a compensation failed_state "
-    "not declared under states: passes validation but crashes with KeyError on the next event",
-)
-def test_event_after_undeclared_compensation_failed_state_is_ignored(machine: SagaMachine) -> None:
-    spec = machine.spec
-    states = {k: v for k, v in spec.states.items() if k != "compensation_failed"}
-    bare = SagaMachine(dataclasses.replace(spec, states=states))
-    order = at_awaiting_payment(bare)
-    order.event("orders.payment.failed")
-    order.timeout()
-    assert order.state == "compensation_failed"
-    decision = order.event("orders.inventory.released")  # KeyError: 'compensation_failed'
-    assert decision.note == "ignored"
+def test_undeclared_compensation_failed_state_is_a_validation_error(config_copy) -> None:
+    from runner.config import load
+
+    saga = config_copy / "flows" / "saga.yaml"
+    saga.write_text(saga.read_text().replace("      compensation_failed:\n        terminal: true\n", ""))
+    config, problems = load(config_copy, {})
+    assert config is None
+    assert any("failed_state 'compensation_failed' must be declared as a terminal state" in str(p) for p in problems)

@@ -131,10 +131,5 @@ def test_not_identifier(value: object) -> None:
     assert not is_identifier(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: runner/subjects.py IDENTIFIER uses `$`, which also matches before a trailing newline; "
-    "use re.fullmatch or \\Z",
-)
 def test_identifier_rejects_a_trailing_newline() -> None:
     assert not is_identifier("ORD-1\n")
