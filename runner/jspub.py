@@ -30,10 +30,12 @@ class PublishError(Exception):
 
 
 class Publisher:
+    PRUNE_AT = 50_000
+
     def __init__(self, nc: Client):
         self.nc = nc
         self._prefix = ""
-        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._futures: dict[str, asyncio.Future[Any]] = {}
         self._tokens = itertools.count()
         self._sub: Subscription | None = None
 
@@ -48,14 +50,31 @@ class Publisher:
         """Send; the returned future resolves to the PubAck ({"stream", "seq", "duplicate"?})."""
         token = str(next(self._tokens))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        self._track(token, future)
         await self.nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
         return future
 
+    async def request(self, subject: str, payload: bytes = b"") -> asyncio.Future[Msg]:
+        """A raw request on the same inbox (e.g. a KV direct get); the future resolves to the reply."""
+        token = f"r{next(self._tokens)}"
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._track(token, future)
+        await self.nc.publish(subject, payload, reply=f"{self._prefix}.{token}")
+        return future
+
+    def _track(self, token: str, future: asyncio.Future[Any]) -> None:
+        self._futures[token] = future
+        if len(self._futures) > self.PRUNE_AT:  # callers that gave up (timeouts) leave entries behind
+            for stale in [t for t, f in self._futures.items() if f.done()]:
+                del self._futures[stale]
+
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject[len(self._prefix) + 1 :], None)
+        token = msg.subject[len(self._prefix) + 1 :]
+        future = self._futures.pop(token, None)
         if future is None or future.done():
+            return
+        if token[0] == "r":
+            future.set_result(msg)
             return
         if not msg.data:
             status = (msg.headers or {}).get("Status", "")

@@ -48,7 +48,7 @@ class Bucket:
         name: str,
         publisher: Publisher | None = None,
         max_conflicts: int = 50,
-        cache_size: int = 4096,
+        cache_size: int = 16384,
     ):
         self.kv = kv
         self.name = name
@@ -57,21 +57,38 @@ class Bucket:
         self.max_conflicts = max_conflicts
         self.cache_size = cache_size
         self._queues: dict[str, list[_Pending[Any]]] = {}
-        # Values this process wrote last, so a read-modify-write usually needs no read. Another
-        # process's write makes an entry stale; the compare-and-set then fails and we re-read.
-        self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # Values this process wrote last (as stored bytes: compact), so a read-modify-write usually
+        # needs no read. Another process's write makes an entry stale; the compare-and-set then fails
+        # and we re-read.
+        self._cache: OrderedDict[str, tuple[bytes | None, int]] = OrderedDict()
+        self._direct = f"$JS.API.DIRECT.GET.KV_{name}.$KV.{name}."
 
     async def get(self, key: str) -> tuple[Any, int]:
         """(value, revision); (None, 0) when the key never existed, (None, rev) when it was deleted."""
+        raw, revision = await self._read(key)
+        return (codec.loads(raw) if raw else None), revision
+
+    async def _read(self, key: str) -> tuple[bytes | None, int]:
+        if self.publisher is not None:  # a direct get on the shared inbox
+            reply = await (await self.publisher.request(self._direct + key))
+            headers = reply.headers or {}
+            if not reply.data and headers.get("Status") == "404":
+                return None, 0
+            if "Status" in headers and not reply.data:
+                raise RetryableError(f"{self.name}/{key}: direct get failed: {headers}")
+            revision = int(headers.get("Nats-Sequence", "0"))
+            if headers.get("KV-Operation") in ("DEL", "PURGE"):
+                return None, revision
+            return reply.data or None, revision
         try:
             entry = await self.kv.get(key)
         except KeyNotFoundError as exc:
             deleted = getattr(exc, "entry", None)
             return None, (deleted.revision or 0) if deleted is not None else 0
-        return codec.loads(entry.value) if entry.value else None, entry.revision or 0
+        return entry.value or None, entry.revision or 0
 
-    def _remember(self, key: str, value: Any, revision: int) -> None:
-        self._cache[key] = (value, revision)
+    def _remember(self, key: str, raw: bytes | None, revision: int) -> None:
+        self._cache[key] = (raw, revision)
         self._cache.move_to_end(key)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -88,17 +105,20 @@ class Bucket:
 
     async def update(self, key: str, value: Any, revision: int) -> int:
         """Write if the key is still at `revision` (0: absent); raise Conflict otherwise."""
+        return await self._write(key, codec.dumps(value), revision)
+
+    async def _write(self, key: str, raw: bytes, revision: int) -> int:
         if self.publisher is not None:  # the pipelined path: no request timer per write
             headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
             try:
-                ack = await (await self.publisher.publish(self._subject + key, codec.dumps(value), headers))
+                ack = await (await self.publisher.publish(self._subject + key, raw, headers))
             except PublishError as exc:
                 if exc.err_code in WRONG_LAST_SEQUENCE:
                     raise Conflict(f"{self.name}/{key} changed concurrently") from exc
                 raise
             return ack["seq"]
         try:
-            return await self.kv.update(key, codec.dumps(value), last=revision)
+            return await self.kv.update(key, raw, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise Conflict(f"{self.name}/{key} changed concurrently") from exc
 
@@ -142,11 +162,12 @@ class Bucket:
             cached = self._cache.get(key)
             guessed = cached is None and assume_absent and not conflicts
             if cached is not None:
-                value, revision = cached
+                raw, revision = cached
             elif guessed:
-                value, revision = None, 0
+                raw, revision = None, 0
             else:
-                value, revision = await self.get(key)
+                raw, revision = await self._read(key)
+            value = codec.loads(raw) if raw else None
             results = []
             current = value
             failed = None
@@ -171,10 +192,11 @@ class Bucket:
                 continue
             try:
                 if current is not value:
-                    revision = await self.update(key, current, revision)
-                    self._remember(key, current, revision)
+                    raw = codec.dumps(current)
+                    revision = await self._write(key, raw, revision)
+                    self._remember(key, raw, revision)
                 elif not guessed:
-                    self._remember(key, current, revision)
+                    self._remember(key, raw, revision)
             except Conflict:
                 self._cache.pop(key, None)
                 conflicts += 1
