@@ -32,12 +32,17 @@ async def test_kill_inventory_and_payment_mid_load(nats_server, js, spawn, fast_
     spawn("order", url, fast_config)
     inventory = spawn("inventory", url, fast_config)
     payment = spawn("payment", url, fast_config)
-    orders = mixed_orders(500)
-    await inject(js, orders[:300])
-    await asyncio.sleep(0.05)  # work is under way (hundreds prefetched, unacked): pull the plug
+    orders = mixed_orders(2500)
+    await inject(js, orders[:2000])
+    # Pull the plug while the inventory service holds delivered, unacknowledged messages.
+    for _ in range(200):
+        info = await js.consumer_info("ORDERS", "inventory-service")
+        if info.num_ack_pending > 0 and info.num_pending > 0:
+            break
+        await asyncio.sleep(0.01)
     inventory.kill()
     payment.kill()
-    await inject(js, orders[300:])
+    await inject(js, orders[2000:])
     await asyncio.sleep(0.5)
     spawn("inventory", url, fast_config)
     spawn("payment", url, fast_config)
