@@ -166,6 +166,7 @@ class _Loader:
             replicas=raw.get("replicas", 1),
             ttl=seconds(ttl) if ttl is not None else None,
             description=raw.get("description"),
+            cache=raw.get("cache", 1024),
         )
 
     @staticmethod

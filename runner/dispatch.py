@@ -67,12 +67,17 @@ def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
     start = machine.spec.start_on
 
     async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
-        def step(record: Any) -> tuple[Any, list[Publish]]:
+        def step(record: Any) -> tuple[Any, tuple[list[Publish], bool]]:
             decision = machine.apply(record, subject, data, event_id)
-            return (decision.record if decision.changed else record), decision.publishes
+            done = decision.record["state"] in machine.terminal
+            return (decision.record if decision.changed else record), (decision.publishes, done)
 
+        key = data[key_field]
         # A start event almost always creates its instance: skip the read.
-        return await bucket.mutate(data[key_field], step, assume_absent=subject == start)
+        publishes, done = await bucket.mutate(key, step, assume_absent=subject == start)
+        if done:  # a finished instance is rarely touched again: keep the cache for live ones
+            bucket.forget(key)
+        return publishes
 
     return run
 

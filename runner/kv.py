@@ -48,7 +48,7 @@ class Bucket:
         name: str,
         publisher: Publisher | None = None,
         max_conflicts: int = 50,
-        cache_size: int = 16384,
+        cache_size: int = 1024,
     ):
         self.kv = kv
         self.name = name
@@ -88,10 +88,15 @@ class Bucket:
         return entry.value or None, entry.revision or 0
 
     def _remember(self, key: str, raw: bytes | None, revision: int) -> None:
-        self._cache[key] = (raw, revision)
+        # orjson hands out bytes inside an 8 KiB block; a copy of the exact size keeps the cache compact.
+        self._cache[key] = (bytes(memoryview(raw)) if raw else None, revision)
         self._cache.move_to_end(key)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        """Drop a cached value that will not be needed soon (e.g. a finished saga instance)."""
+        self._cache.pop(key, None)
 
     async def create(self, key: str, value: Any) -> int | None:
         """Write only if absent; the new revision, or None when the key already exists."""

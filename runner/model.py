@@ -237,6 +237,7 @@ class BucketSpec:
     replicas: int = 1
     ttl: float | None = None
     description: str | None = None
+    cache: int = 1024
 
 
 @dataclass(frozen=True)

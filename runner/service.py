@@ -92,8 +92,9 @@ class Runtime:
             )
         for change in plan.drift:
             event(log, logging.WARNING, "provision drift", change=str(change))
-        for bucket in self.config.buckets:
-            self.buckets[bucket] = Bucket(await self.js.key_value(bucket), bucket, self.publisher)
+        for name, bucket in self.config.buckets.items():
+            kv = await self.js.key_value(name)
+            self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
         for saga in self.config.sagas.values():
             self.machines[saga.name] = SagaMachine(saga)
         for name in self.services:
