@@ -6,6 +6,7 @@ Schema before anything is published, and errors name the offending field.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,8 @@ def _schema_message(err: Any) -> tuple[str, str]:
 
 
 class OrdersApi:
+    PUBLISH_TIMEOUT = 5.0
+
     def __init__(self, runtime: Runtime, service: ServiceSpec):
         http = service.http
         assert http is not None and runtime.js is not None
@@ -114,13 +117,18 @@ class OrdersApi:
         key = data[key_field]
         event_id = f"{key}.{self.saga.start_on}"
         record = self.machine.start(key, data, event_id)
-        await self.bucket.create(key, record)
+        # Both writes go out at once: the instance (so GET works at once) and the start event. The
+        # event is what matters: the saga creates the instance from it if the first write is lost.
+        publisher = self.rt.publisher
+        assert publisher is not None
         try:
-            await self.js.publish(
-                self.saga.start_on,
-                codec.dumps(data),
-                headers={"Nats-Msg-Id": event_id, H_CORRELATION: key},
-            )
+            async with asyncio.timeout(self.PUBLISH_TIMEOUT):
+                stored = await self.bucket.send_create(key, record)
+                sent = await publisher.publish(
+                    self.saga.start_on, codec.dumps(data), {"Nats-Msg-Id": event_id, H_CORRELATION: key}
+                )
+                await asyncio.wait((stored, sent))
+            sent.result()
         except Exception as exc:
             event(log, logging.ERROR, "publish failed; order not accepted", orderId=key, error=repr(exc))
             try:

@@ -105,6 +105,19 @@ class Bucket:
         except KeyWrongLastSequenceError:
             return None
 
+    async def send_create(self, key: str, value: Any) -> asyncio.Future[dict[str, Any]]:
+        """Send a create-if-absent now; the future resolves to its PubAck (pipelined, no read)."""
+        assert self.publisher is not None
+        raw = codec.dumps(value)
+        future = await self.publisher.publish(self._subject + key, raw, {"Nats-Expected-Last-Subject-Sequence": "0"})
+
+        def remember(done: asyncio.Future[dict[str, Any]]) -> None:
+            if not done.cancelled() and done.exception() is None:  # the next mutate needs no read
+                self._remember(key, raw, done.result()["seq"])
+
+        future.add_done_callback(remember)
+        return future
+
     async def put(self, key: str, value: Any) -> int:
         return await self.kv.put(key, codec.dumps(value))
 
