@@ -166,7 +166,7 @@ class ConsumerWorker:
     async def handle_batch(self, msgs: list[Msg]) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.spec.keepalive else None
         try:
-            results = await asyncio.gather(*(self._process(m) for m in msgs), return_exceptions=True)
+            results = await self._run_all(msgs)
             pending: list[tuple[Msg, list[asyncio.Future[Any]]]] = []
             dead: list[tuple[Msg, Failure, asyncio.Future[Any] | None]] = []
             for msg, result in zip(msgs, results, strict=True):
@@ -197,6 +197,37 @@ class ConsumerWorker:
         finally:
             if keepalive is not None:
                 keepalive.cancel()
+
+    async def _run_all(self, msgs: list[Msg]) -> list[list[Publish] | BaseException]:
+        """Run every message's handler concurrently; one that overruns its timeout is cancelled.
+
+        One wait per batch instead of a timer per message: the batch is checked at the earliest
+        deadline still open, which in the common case (everything done in time) is a single wait.
+        """
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._process(m)) for m in msgs]
+        started = loop.time()
+        deadlines = {task: started + self._timeout(msg) for task, msg in zip(tasks, msgs, strict=True)}
+        pending = set(tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=min(deadlines[t] for t in pending) - loop.time())
+            now = loop.time()
+            for task in [t for t in pending if deadlines[t] <= now]:
+                task.cancel()
+        results: list[list[Publish] | BaseException] = []
+        for task, msg in zip(tasks, msgs, strict=True):
+            if task.cancelled():
+                timeout = self._timeout(msg)
+                results.append(Failure(f"handler timed out after {timeout:g}s", "HandlerTimeout", fatal=False))
+            elif task.exception() is not None:
+                results.append(task.exception())  # type: ignore[arg-type]
+            else:
+                results.append(task.result())
+        return results
+
+    def _timeout(self, msg: Msg) -> float:
+        route = self.routes.get(msg.subject)
+        return route.timeout if route else self.spec.handler_timeout
 
     async def _settle_outputs(self, pending: list[tuple[Msg, list[asyncio.Future[Any]]]]) -> None:
         """Wait (bounded by the ack wait) for every output's PubAck; the unanswered are cancelled."""
@@ -242,11 +273,7 @@ class ConsumerWorker:
                 raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", fatal=True)
         headers = msg.headers or {}
         event_id = headers.get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
-        try:
-            async with asyncio.timeout(route.timeout):
-                return await route.run(data, msg.subject, event_id)
-        except TimeoutError:
-            raise Failure(f"handler timed out after {route.timeout:g}s", "HandlerTimeout", fatal=False) from None
+        return await route.run(data, msg.subject, event_id)
 
     async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
         headers = {"Nats-Msg-Id": p.msg_id, deadletter.H_CORRELATION: str(p.data.get(self.key, ""))}

@@ -17,6 +17,7 @@ that has passed fires its timeout; one still ahead re-arms the alarm for it.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +47,15 @@ class Decision:
     note: str = ""
 
 
+@functools.lru_cache(maxsize=256)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def iso(ts: float) -> str:
     """RFC 3339 UTC with milliseconds. Records keep epoch seconds; formatting waits for a reader."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    second = int(ts)
+    return f"{_iso_second(second)}.{int((ts - second) * 1000):03d}Z"
 
 
 class SagaMachine:

@@ -173,3 +173,23 @@ async def test_dlq_purge_older_than(nats_server, js, spawn, fast_config: Path) -
     assert json.loads(flowrun(fast_config, "dlq", "ls", "--json", "--nats", nats_server.url).stdout) == []
     bad = flowrun(fast_config, "dlq", "purge", "--older-than", "soon", "--nats", nats_server.url)
     assert bad.returncode == 2 and "not a duration" in bad.stderr
+
+
+async def test_hung_handler_times_out_retries_then_dead_letters(nats_server, js, spawn, chaos_config: Path) -> None:
+    inventory_yaml = chaos_config / "flows" / "inventory.yaml"
+    edit(inventory_yaml, "handler: handlers.inventory.reserve", "handler: chaos.handlers.slow_reserve")
+    edit(
+        inventory_yaml,
+        "          failed: orders.inventory.failed\n",
+        "          failed: orders.inventory.failed\n        timeout: 500ms\n"
+        "        retry: {max_attempts: 2, initial_delay: 200ms, jitter: none}\n",
+    )
+    (chaos_config / "chaos" / "delay").write_text("30")  # hangs far beyond its timeout
+    spawn("inventory", nats_server.url, chaos_config)
+    hung = order("MOUSE-001")
+    await inject(js, [hung])
+    assert await dead_letters(js, 1, within=15) == 1
+    entries = json.loads(flowrun(chaos_config, "dlq", "ls", "--json", "--nats", nats_server.url).stdout)
+    assert entries[0]["attempts"] == 2
+    assert entries[0]["error"] == "HandlerTimeout: handler timed out after 0.5s"
+    assert len(chaos_calls(chaos_config, "reserve")) == 2
