@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from runner import codec
@@ -46,7 +45,7 @@ class Bucket:
         self,
         kv: KeyValue,
         name: str,
-        publisher: Publisher | None = None,
+        publisher: Publisher,
         max_conflicts: int = 50,
         cache_size: int = 1024,
     ):
@@ -69,23 +68,17 @@ class Bucket:
         return (codec.loads(raw) if raw else None), revision
 
     async def _read(self, key: str) -> tuple[bytes | None, int]:
-        if self.publisher is not None:  # a direct get on the shared inbox
-            reply = await (await self.publisher.request(self._direct + key))
-            headers = reply.headers or {}
-            if not reply.data and headers.get("Status") == "404":
-                return None, 0
-            if "Status" in headers and not reply.data:
-                raise RetryableError(f"{self.name}/{key}: direct get failed: {headers}")
-            revision = int(headers.get("Nats-Sequence", "0"))
-            if headers.get("KV-Operation") in ("DEL", "PURGE"):
-                return None, revision
-            return reply.data or None, revision
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError as exc:
-            deleted = getattr(exc, "entry", None)
-            return None, (deleted.revision or 0) if deleted is not None else 0
-        return entry.value or None, entry.revision or 0
+        """A direct get on the shared inbox: (stored bytes or None, revision)."""
+        reply = await (await self.publisher.request(self._direct + key))
+        headers = reply.headers or {}
+        if not reply.data and headers.get("Status") == "404":
+            return None, 0
+        if "Status" in headers and not reply.data:
+            raise RetryableError(f"{self.name}/{key}: direct get failed: {headers}")
+        revision = int(headers.get("Nats-Sequence", "0"))
+        if headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return None, revision  # deleted: the next create must expect this revision
+        return reply.data or None, revision
 
     def _remember(self, key: str, raw: bytes | None, revision: int) -> None:
         # orjson hands out bytes inside an 8 KiB block; a copy of the exact size keeps the cache compact.
@@ -98,16 +91,8 @@ class Bucket:
         """Drop a cached value that will not be needed soon (e.g. a finished saga instance)."""
         self._cache.pop(key, None)
 
-    async def create(self, key: str, value: Any) -> int | None:
-        """Write only if absent; the new revision, or None when the key already exists."""
-        try:
-            return await self.kv.create(key, codec.dumps(value))
-        except KeyWrongLastSequenceError:
-            return None
-
     async def send_create(self, key: str, value: Any) -> asyncio.Future[dict[str, Any]]:
         """Send a create-if-absent now; the future resolves to its PubAck (pipelined, no read)."""
-        assert self.publisher is not None
         raw = codec.dumps(value)
         future = await self.publisher.publish(self._subject + key, raw, {"Nats-Expected-Last-Subject-Sequence": "0"})
 
@@ -118,35 +103,16 @@ class Bucket:
         future.add_done_callback(remember)
         return future
 
-    async def put(self, key: str, value: Any) -> int:
-        return await self.kv.put(key, codec.dumps(value))
-
-    async def update(self, key: str, value: Any, revision: int) -> int:
-        """Write if the key is still at `revision` (0: absent); raise Conflict otherwise."""
-        return await self._write(key, codec.dumps(value), revision)
-
     async def _write(self, key: str, raw: bytes, revision: int) -> int:
-        if self.publisher is not None:  # the pipelined path: no request timer per write
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
-            try:
-                ack = await (await self.publisher.publish(self._subject + key, raw, headers))
-            except PublishError as exc:
-                if exc.err_code in WRONG_LAST_SEQUENCE:
-                    raise Conflict(f"{self.name}/{key} changed concurrently") from exc
-                raise
-            return ack["seq"]
+        """Compare-and-set: store `raw` if the key is still at `revision` (0: absent)."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(revision)}
         try:
-            return await self.kv.update(key, raw, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise Conflict(f"{self.name}/{key} changed concurrently") from exc
-
-    async def keys(self) -> list[str]:
-        try:
-            return await self.kv.keys()
-        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
-            if type(exc).__name__ == "NoKeysError":
-                return []
+            ack = await (await self.publisher.publish(self._subject + key, raw, headers))
+        except PublishError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise Conflict(f"{self.name}/{key} changed concurrently") from exc
             raise
+        return ack["seq"]
 
     async def mutate(self, key: str, fn: Mutation[T], assume_absent: bool = False) -> T:
         """Apply `fn` atomically to the key's value; coalesced with other queued mutations of the key.
@@ -186,25 +152,13 @@ class Bucket:
             else:
                 raw, revision = await self._read(key)
             value = codec.loads(raw) if raw else None
-            results = []
-            current = value
-            failed = None
-            for pending in batch:
-                try:
-                    current, result = pending.fn(current)
-                except Exception as exc:  # a mutation that raises fails alone; the others are re-applied
-                    if guessed:  # it may only have objected to our guess: read the real value first
-                        failed = False
-                        break
-                    pending.future.set_exception(exc)
-                    failed = pending
-                    break
-                results.append(result)
-            if failed is False:
+            applied = self._apply(batch, value, guessed)
+            if applied is None:  # a mutation objected to our guess of "absent": read the real value
                 conflicts += 1
                 continue
-            if failed is not None:
-                batch.remove(failed)
+            current, results = applied
+            if len(results) < len(batch):  # one mutation raised: it failed alone, re-apply the rest
+                del batch[len(results)]
                 if not batch:
                     return
                 continue
@@ -232,6 +186,22 @@ class Bucket:
                 if not pending.future.done():
                     pending.future.set_result(result)
             return
+
+    @staticmethod
+    def _apply(batch: list[_Pending[Any]], value: Any, guessed: bool) -> tuple[Any, list[Any]] | None:
+        """Run the queued mutations in order. Stops at the first that raises (failing its caller),
+        or returns None if that happened on a guessed value."""
+        current, results = value, []
+        for pending in batch:
+            try:
+                current, result = pending.fn(current)
+            except Exception as exc:
+                if guessed:
+                    return None
+                pending.future.set_exception(exc)
+                break
+            results.append(result)
+        return current, results
 
     @staticmethod
     def _fail_all(batch: list[_Pending[Any]], exc: Exception) -> None:

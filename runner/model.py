@@ -255,6 +255,3 @@ class Config:
 
     def sagas_of(self, service: str) -> list[SagaSpec]:
         return [s for s in self.sagas.values() if s.service == service]
-
-    def dead_letter_streams(self) -> set[str]:
-        return {s.dead_letter.stream for s in self.services.values()}

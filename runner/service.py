@@ -197,6 +197,17 @@ class Runtime:
             )
             for task in still:
                 task.cancel()
+        for sup in self.supervised:
+            w = sup.worker
+            event(
+                log,
+                logging.INFO,
+                "consumer stopped",
+                consumer=w.name,
+                processed=w.processed,
+                retried=w.retried,
+                dead_lettered=w.dead_lettered,
+            )
         if self.publisher is not None:
             await self.publisher.close()
         if self.nc is not None and not self.nc.is_closed:
