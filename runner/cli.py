@@ -18,7 +18,7 @@ from runner import config as config_mod
 from runner import dlq as dlq_mod
 from runner import logs
 from runner.inspect import consumer_info, render, stream_info
-from runner.provision import MODES, plan_and_apply
+from runner.provision import MODES, desired_consumers, plan_and_apply
 from runner.service import ProvisionError, Runtime, RuntimeOptions
 from runner.units import seconds
 
@@ -272,10 +272,28 @@ def stream() -> None:
     """Inspect streams."""
 
 
+def _declared(config_dir: Path) -> tuple[set[str], set[tuple[str, str]]] | None:
+    """Streams and (stream, consumer) pairs the YAML declares, to flag what the server has besides."""
+    if not (config_dir / "streams.yaml").exists():
+        return None
+    cfg, _ = config_mod.load(config_dir)
+    if cfg is None:
+        return None
+    streams = set(cfg.streams) | {f"KV_{b}" for b in cfg.buckets}
+    return streams, {(c.stream, c.durable) for c in desired_consumers(cfg)}
+
+
+def _yes_no(known: set[Any] | None, item: Any) -> str:
+    return "-" if known is None else ("yes" if item in known else "no")
+
+
 @stream.command("ls")
 @nats_option
+@config_option
 @click.option("--json", "as_json", is_flag=True)
-def stream_ls(nats_url: str | None, as_json: bool) -> None:
+def stream_ls(nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+    """Streams on the server; DECLARED says whether the YAML in --config knows them."""
+
     async def go() -> list[dict[str, Any]]:
         nc = await _connect(nats_url)
         try:
@@ -288,19 +306,25 @@ def stream_ls(nats_url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(infos, indent=2, default=str))
         return
-    click.echo(f"{'STREAM':<12} {'MESSAGES':>9} {'BYTES':>10} {'CONSUMERS':>9}  SUBJECTS")
+    declared = _declared(config_dir)
+    known = declared[0] if declared else None
+    click.echo(f"{'STREAM':<16} {'MESSAGES':>9} {'BYTES':>10} {'CONSUMERS':>9} {'DECLARED':>8}  SUBJECTS")
     for i in sorted(infos, key=lambda i: i["name"]):
         st = i["state"]
         click.echo(
-            f"{i['name']:<12} {st['messages']:>9} {st['bytes']:>10} {st['consumers']:>9}  {', '.join(i['subjects'])}"
+            f"{i['name']:<16} {st['messages']:>9} {st['bytes']:>10} {st['consumers']:>9} "
+            f"{_yes_no(known, i['name']):>8}  {', '.join(i['subjects'])}"
         )
 
 
 @stream.command("info")
 @click.argument("name")
 @nats_option
+@config_option
 @click.option("--json", "as_json", is_flag=True)
-def stream_info_cmd(name: str, nats_url: str | None, as_json: bool) -> None:
+def stream_info_cmd(name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+    """A stream's config and state (what `nats stream info` shows)."""
+
     async def go() -> dict[str, Any]:
         nc = await _connect(nats_url)
         try:
@@ -310,7 +334,10 @@ def stream_info_cmd(name: str, nats_url: str | None, as_json: bool) -> None:
         finally:
             await nc.close()
 
-    _print(_run(go), as_json)
+    info = _run(go)
+    declared = _declared(config_dir)
+    info["declared"] = _yes_no(declared[0] if declared else None, name)
+    _print(info, as_json)
 
 
 @main.group()
@@ -321,8 +348,11 @@ def consumer() -> None:
 @consumer.command("ls")
 @click.argument("stream_name")
 @nats_option
+@config_option
 @click.option("--json", "as_json", is_flag=True)
-def consumer_ls(stream_name: str, nats_url: str | None, as_json: bool) -> None:
+def consumer_ls(stream_name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+    """Consumers of a stream; DECLARED says whether the YAML in --config knows them."""
+
     async def go() -> list[dict[str, Any]]:
         nc = await _connect(nats_url)
         try:
@@ -337,12 +367,14 @@ def consumer_ls(stream_name: str, nats_url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(infos, indent=2, default=str))
         return
-    click.echo(f"{'CONSUMER':<26} {'PENDING':>8} {'ACK PENDING':>11} {'REDELIVERED':>11}  FILTERS")
+    declared = _declared(config_dir)
+    known = declared[1] if declared else None
+    click.echo(f"{'CONSUMER':<26} {'PENDING':>8} {'ACK PENDING':>11} {'REDELIVERED':>11} {'DECLARED':>8}  FILTERS")
     for i in sorted(infos, key=lambda i: i["name"]):
         st = i["state"]
         click.echo(
-            f"{i['name']:<26} {st['pending']:>8} {st['ack_pending']:>11} {st['redelivered']:>11}  "
-            f"{', '.join(i['filter_subjects'])}"
+            f"{i['name']:<26} {st['pending']:>8} {st['ack_pending']:>11} {st['redelivered']:>11} "
+            f"{_yes_no(known, (stream_name, i['name'])):>8}  {', '.join(i['filter_subjects'])}"
         )
 
 
@@ -350,8 +382,11 @@ def consumer_ls(stream_name: str, nats_url: str | None, as_json: bool) -> None:
 @click.argument("stream_name")
 @click.argument("name")
 @nats_option
+@config_option
 @click.option("--json", "as_json", is_flag=True)
-def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, as_json: bool) -> None:
+def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+    """A consumer's config and state: pending, ack pending, redelivered, ack floor."""
+
     async def go() -> dict[str, Any]:
         nc = await _connect(nats_url)
         try:
@@ -361,7 +396,10 @@ def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, as_json
         finally:
             await nc.close()
 
-    _print(_run(go), as_json)
+    info = _run(go)
+    declared = _declared(config_dir)
+    info["declared"] = _yes_no(declared[1] if declared else None, (stream_name, name))
+    _print(info, as_json)
 
 
 def _dead_letter_target(cfg: config_mod.Config, service: str | None) -> tuple[str, str]:
