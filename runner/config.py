@@ -37,7 +37,8 @@ from runner.model import (
     Transition,
     ViewSpec,
 )
-from runner.units import seconds, size_bytes
+from runner.units import seconds as _seconds
+from runner.units import size_bytes as _size_bytes
 from runner.yamlsrc import Document, Problem, load_yaml
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,7 +76,15 @@ def schema_problems(doc: Document, name: str) -> list[Problem]:
                 problems.append(doc.problem((*path, key), f"unknown key {key!r}"))
             continue
         if error.validator == "oneOf" and error.context:
-            message = f"{error.instance!r} is not valid here: " + "; ".join(sorted({c.message for c in error.context}))
+            patterns = " ".join(str(sub.get("pattern", "")) for sub in error.validator_value)
+            if "(ms|s|m|h|d)" in patterns:
+                message = f"{error.instance!r} is not a duration (use e.g. 250ms, 30s, 5m, 2h, 90d)"
+            elif "i?B" in patterns:
+                message = f"{error.instance!r} is not a size (use e.g. 512KiB, 1GiB, or a number of bytes)"
+            else:
+                message = f"{error.instance!r} is not valid here: " + "; ".join(
+                    sorted({c.message for c in error.context})
+                )
         problems.append(doc.problem(path, message))
     return problems
 
@@ -103,15 +112,24 @@ class _Loader:
         flow_docs = [self.read(path, "flows") for path in sorted((self.root / "flows").glob("*.y*ml"))]
         if not (self.root / "flows").is_dir():
             self.problems.append(Problem(str(self.root / "flows"), 1, 1, "flows/ directory is missing"))
-        if self.problems:
-            return None
-        assert streams_doc is not None
+        if streams_doc is None or any(doc is None for doc in flow_docs):
+            return None  # a syntax error: nothing further can be checked
+        try:
+            return self.build(streams_doc, [d for d in flow_docs if d is not None])
+        except (KeyError, ValueError, TypeError, AttributeError):
+            # Schema problems (already reported) can make the model unbuildable; report what we have.
+            if self.problems:
+                return None
+            raise
+
+    def build(self, streams_doc: Document, flow_docs: list[Document]) -> Config | None:
+        """The typed model and the cross-file checks; still run when there are schema problems, so
+        `validate` shows every problem at once."""
         streams = {
             name: self.stream(name, spec, streams_doc) for name, spec in (streams_doc.data.get("streams") or {}).items()
         }
         merged: dict[str, dict[str, Any]] = {s: {} for s in ("services", "sagas", "kv", "messages", "data")}
         for doc in flow_docs:
-            assert doc is not None
             for section, entries in (doc.data or {}).items():
                 for name, value in (entries or {}).items():
                     if (section, name) in self.origins:
@@ -133,7 +151,7 @@ class _Loader:
         return None if self.problems else config
 
     def read(self, path: Path, schema_name: str) -> Document | None:
-        doc, problems = load_yaml(path, self.env)
+        doc, problems = load_yaml(_display(path), self.env)
         self.problems.extend(problems)
         if doc is None:
             return None
@@ -461,6 +479,29 @@ class _Loader:
         for name in states:
             if name not in reaches:
                 self.problems.append(origin.problem(f"state {name!r} can never reach a terminal state", "states", name))
+
+
+def seconds(value: Any) -> float:
+    """Durations in the model; a malformed one was already reported by the schema, so it reads 0."""
+    try:
+        return _seconds(value)
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def size_bytes(value: Any) -> int:
+    try:
+        return _size_bytes(value)
+    except (ValueError, TypeError):
+        return -1
+
+
+def _display(path: Path) -> Path:
+    """A path relative to the working directory when it lies below it: shorter problem lines."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def import_problem(root: Path, dotted: str, need_async: bool = True) -> str | None:

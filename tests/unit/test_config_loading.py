@@ -152,7 +152,7 @@ def test_env_value_of_the_wrong_type_is_a_schema_problem() -> None:
     config, problems = load(ROOT, {"ORDERS_REPLICAS": "three"})
     assert config is None
     assert len(problems) == 1
-    assert problems[0].file == str(ROOT / "streams.yaml")
+    assert Path(problems[0].file).resolve() == ROOT / "streams.yaml"
     assert problems[0].path == "streams.ORDERS.replicas"
     assert "'three' is not of type 'integer'" in problems[0].message
 
