@@ -160,6 +160,15 @@ class PullStream:
             self._last_seen = now
         await self._top_up()
 
+    async def reconnected(self) -> None:
+        """After a reconnect our open requests may be gone (a restarted server forgets them): ask
+        again now instead of waiting for the heartbeat check. Over-asking is bounded by the server's
+        max_ack_pending."""
+        self._owed = 0
+        self._sizes.clear()
+        self._last_seen = time.monotonic()
+        await self._top_up()
+
     async def stop(self) -> list[Msg]:
         """Stop asking; hand back queued messages (nak) so other instances get them at once."""
         self._stopping = True

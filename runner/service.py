@@ -225,3 +225,6 @@ class Runtime:
 
     async def _on_reconnect(self) -> None:
         event(log, logging.WARNING, "nats reconnected")
+        for sup in self.supervised:
+            if sup.worker.pull is not None:
+                await sup.worker.pull.reconnected()
