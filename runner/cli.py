@@ -96,7 +96,7 @@ async def _serve(runtime: Runtime, banner: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-    except ProvisionError as exc:
+    except (ProvisionError, OSError) as exc:  # a mismatch with --provision verify, a port in use
         await runtime.stop()
         raise click.ClickException(str(exc)) from exc
     banner()
@@ -138,7 +138,10 @@ def up(
         server = EmbeddedServer(
             port=nats_port, data_dir=data_dir, log_file=str(Path(data_dir).parent / "nats-server.log")
         )
-        server.start()
+        try:
+            server.start()
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            raise click.ClickException(f"cannot start the embedded nats-server: {exc}") from exc
         nats_url = server.url
     runtime = Runtime(cfg, list(cfg.services), nats_url, RuntimeOptions(provision=mode, http_port=http_port))
 

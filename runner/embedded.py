@@ -32,6 +32,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class EmbeddedServer:
     """A nats-server child process with JetStream on a loopback port; `with` stops it."""
 
@@ -47,6 +56,11 @@ class EmbeddedServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> EmbeddedServer:
+        if not port_free(self.port):  # else we would "connect" to whoever holds it
+            raise RuntimeError(
+                f"port {self.port} is in use (another nats-server or `flowrun up`?): "
+                "choose --nats-port, or use that server with --nats URL"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
