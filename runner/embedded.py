@@ -33,7 +33,9 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Is nobody listening on the port? (SO_REUSEADDR, as servers bind: TIME_WAIT leftovers don't count.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
