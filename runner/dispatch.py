@@ -1,7 +1,7 @@
 """Per-consumer dispatch: decode → validate → handler or saga → publish outputs → ack.
 
 Messages are processed a batch at a time with every handler running concurrently; a batch's outputs
-are published pipelined (publish_async) and each message is acked only once its own outputs are
+are published pipelined (runner/jspub.py) and each message is acked only once its own outputs are
 stored. Failures follow the retry policy: `nak(delay)` from the policy, or after the last attempt
 (or at once for a fatal error) a dead-letter entry and `term()`. A dead-letter publish that fails
 leaves the message un-acked, so nothing is lost.
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from runner import codec, deadletter, faults
 from runner.handler import Context, FatalError, Outcome, RetryableError
@@ -110,14 +109,12 @@ class ConsumerWorker:
 
     def __init__(
         self,
-        js: JetStreamContext,
         publisher: Publisher,
         service: ServiceSpec,
         spec: ConsumerSpec,
         routes: dict[str, Route],
         correlation_key: str,
     ):
-        self.js = js
         self.publisher = publisher
         self.service = service
         self.spec = spec
@@ -136,7 +133,9 @@ class ConsumerWorker:
 
     async def run(self) -> None:
         """Pull and process until `stop()`; raises if the consumer becomes unusable."""
-        self.pull = PullStream(self.js._nc, self.spec.stream, self.spec.durable, self.spec.batch, self.spec.concurrency)
+        self.pull = PullStream(
+            self.publisher.nc, self.spec.stream, self.spec.durable, self.spec.batch, self.spec.concurrency
+        )
         await self.pull.start()
         self.ready = True
         workers = max(1, self.spec.concurrency // self.spec.batch)
@@ -355,14 +354,13 @@ class TimerWorker(ConsumerWorker):
 
     def __init__(
         self,
-        js: JetStreamContext,
         publisher: Publisher,
         service: ServiceSpec,
         spec: ConsumerSpec,
         machine: SagaMachine,
         bucket: Bucket,
     ):
-        super().__init__(js, publisher, service, spec, {}, machine.spec.key)
+        super().__init__(publisher, service, spec, {}, machine.spec.key)
         self.machine = machine
         self.bucket = bucket
 

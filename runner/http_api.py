@@ -77,9 +77,8 @@ class OrdersApi:
 
     def __init__(self, runtime: Runtime, service: ServiceSpec):
         http = service.http
-        assert http is not None and runtime.js is not None
+        assert http is not None
         self.rt = runtime
-        self.js = runtime.js
         self.saga = runtime.config.sagas[http.saga] if http.saga else None
         self.machine = runtime.machines.get(http.saga) if http.saga else None
         self.bucket = runtime.buckets[self.saga.bucket] if self.saga else None

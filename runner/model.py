@@ -239,6 +239,17 @@ class BucketSpec:
     description: str | None = None
     cache: int = 1024
 
+    def to_nats(self) -> api.KeyValueConfig:
+        return api.KeyValueConfig(
+            bucket=self.name,
+            description=self.description,
+            history=self.history,
+            storage=api.StorageType(self.storage),
+            replicas=self.replicas,
+            ttl=self.ttl,
+            direct=True,  # direct gets: reads on the shared inbox, no stream-API round trip
+        )
+
 
 @dataclass(frozen=True)
 class Config:

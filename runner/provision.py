@@ -211,17 +211,7 @@ async def _bucket(js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: boo
     except NotFoundError:
         plan.changes.append(Change("create", what, f"history {spec.history}, {spec.storage}"))
         if apply:
-            await js.create_key_value(
-                api.KeyValueConfig(
-                    bucket=spec.name,
-                    description=spec.description,
-                    history=spec.history,
-                    storage=api.StorageType(spec.storage),
-                    replicas=spec.replicas,
-                    ttl=spec.ttl,
-                    direct=True,
-                )
-            )
+            await js.create_key_value(spec.to_nats())
         return
     have = info.config
     diff = {

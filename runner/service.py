@@ -83,7 +83,7 @@ class Runtime:
             disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect,
         )
-        self.js = self.nc.jetstream(publish_async_max_pending=8192)
+        self.js = self.nc.jetstream()
         self.publisher = await Publisher(self.nc).start()
         plan = await plan_and_apply(self.js, self.config, self.options.provision)
         if self.options.provision == "verify" and (plan.pending or plan.drift):
@@ -140,14 +140,12 @@ class Runtime:
                 run = saga_route(self.machines[saga.name], self.buckets[saga.bucket])
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
-            worker = ConsumerWorker(self.js, self.publisher, service, consumer, routes, key)
+            worker = ConsumerWorker(self.publisher, service, consumer, routes, key)
             self.supervised.append(_Supervised(worker))
         for saga in self.config.sagas_of(service.name):
             if saga.timer_subject:
                 spec = timer_consumer(saga, service)
-                worker = TimerWorker(
-                    self.js, self.publisher, service, spec, self.machines[saga.name], self.buckets[saga.bucket]
-                )
+                worker = TimerWorker(self.publisher, service, spec, self.machines[saga.name], self.buckets[saga.bucket])
                 self.supervised.append(_Supervised(worker))
 
     async def _supervise(self, sup: _Supervised) -> None:
