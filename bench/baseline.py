@@ -31,6 +31,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import nats
@@ -59,7 +60,7 @@ CONSUMERS: dict[str, tuple[str, list[str], int]] = {  # service → durable, fil
     "payment": ("payment-service", ["orders.payment.requested"], 23),
 }
 BATCH, MAX_INFLIGHT = 128, 512  # as flows/*.yaml
-DECLINE_OVER = 5000.0
+DECLINE_OVER = Decimal("5000.00")
 WRONG_LAST_SEQ = (10071, 10164)
 CORRELATION = "Flowrun-Correlation-Id"  # the same header (and bytes) flowrun sends
 
@@ -346,8 +347,8 @@ class Service:
         """Charge once: the PAYMENTS record is created only if absent; a redelivery reads it back."""
         records = []
         for _, data in batch:
-            total = float(data["total"])
-            if total > DECLINE_OVER:
+            total = data["total"]  # a two-place decimal string, stored as it came
+            if Decimal(total) > DECLINE_OVER:
                 records.append({"status": "declined", "amount": total, "reason": "payment declined"})
             else:
                 records.append({"status": "charged", "amount": total})

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -22,14 +23,14 @@ TERMINAL = frozenset({"completed", "cancelled", "compensation_failed"})
 PRODUCT = "BENCH-001"
 INITIAL_STOCK = 10**9
 STOCK = {PRODUCT: {"available": INITIAL_STOCK, "reserved": 0}}
-QTY, PRICE = 1, 19.99
+QTY, PRICE = 1, Decimal("19.99")  # money travels as two-place decimal strings
 CORRELATION = "Flowrun-Correlation-Id"
 
 
 def new_order() -> tuple[str, dict[str, Any]]:
     order_id = str(uuid.uuid4())  # the id the HTTP API would assign
-    items = [{"productId": PRODUCT, "quantity": QTY, "price": PRICE}]
-    return order_id, {"orderId": order_id, "customerId": "CUST123", "items": items, "total": QTY * PRICE}
+    items = [{"productId": PRODUCT, "quantity": QTY, "price": f"{PRICE:.2f}"}]
+    return order_id, {"orderId": order_id, "customerId": "CUST123", "items": items, "total": f"{QTY * PRICE:.2f}"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -154,7 +155,8 @@ class HttpResult:
 async def http_load(base_url: str, seconds: float, concurrency: int) -> HttpResult:
     """POST /api/orders from `concurrency` keep-alive connections for `seconds`."""
     result = HttpResult()
-    body = orjson.dumps({"customerId": "CUST123", "items": [{"productId": PRODUCT, "quantity": QTY, "price": PRICE}]})
+    item = {"productId": PRODUCT, "quantity": QTY, "price": float(PRICE)}  # the request's price is a JSON number
+    body = orjson.dumps({"customerId": "CUST123", "items": [item]})
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=10)

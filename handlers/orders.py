@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
+
+from handlers import money
 
 
 def accept(body: dict[str, Any], order_id: str) -> dict[str, Any]:
-    """Price the order server-side (exact decimal arithmetic, rounded to cents)."""
-    total = sum((Decimal(str(i["price"])) * i["quantity"] for i in body["items"]), Decimal(0))
-    return {
-        "orderId": order_id,
-        "customerId": body["customerId"],
-        "items": [{"productId": i["productId"], "quantity": i["quantity"], "price": i["price"]} for i in body["items"]],
-        "total": float(total.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)),
-    }
+    """Price the order server-side, exactly: prices and the total leave as two-place decimal strings.
+
+    A price with more than two decimal places is refused (ValueError: the API answers 422) rather than
+    rounded: nobody should pay an amount they did not send.
+    """
+    items, total = [], Decimal(0)
+    for index, item in enumerate(body["items"]):
+        price = money.parse(item["price"])
+        if not money.has_cents_only(price):
+            raise ValueError(f"items[{index}].price must have at most 2 decimal places")
+        quantity = int(item["quantity"])  # JSON Schema's "integer" admits 1.0
+        total += price * quantity
+        items.append({"productId": item["productId"], "quantity": quantity, "price": money.text(price)})
+    return {"orderId": order_id, "customerId": body["customerId"], "items": items, "total": money.text(total)}

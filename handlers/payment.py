@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from handlers import money
 from runner.handler import Context, Outcome, emit
 
 CHARGED, DECLINED, REFUNDED, VOIDED = "charged", "declined", "refunded", "voided"
 
 
 async def charge(msg: dict[str, Any], ctx: Context) -> Outcome:
-    order_id, total = msg["orderId"], float(msg["total"])
-    limit = float(ctx.settings.get("decline_over", 5000.0))
+    order_id, total = msg["orderId"], money.parse(msg["total"])
+    limit = ctx.settings["decline_over"]  # a Decimal with 2 places (type: decimal in flows/payment.yaml)
 
     def decide(value: dict[str, Any] | None) -> tuple[Any, Any]:
         if value is not None:
@@ -23,11 +24,11 @@ async def charge(msg: dict[str, Any], ctx: Context) -> Outcome:
         if total > limit:
             new = {
                 "status": DECLINED,
-                "amount": total,
-                "reason": f"payment declined: total {total:.2f} exceeds limit {limit:.2f}",
+                "amount": money.text(total),
+                "reason": f"payment declined: total {money.text(total)} exceeds limit {money.text(limit)}",
             }
         else:
-            new = {"status": CHARGED, "amount": total}
+            new = {"status": CHARGED, "amount": money.text(total)}
         return new, new
 
     record = await ctx.kv("PAYMENTS").mutate(order_id, decide, assume_absent=True)
@@ -42,7 +43,7 @@ async def refund(msg: dict[str, Any], ctx: Context) -> Outcome:
 
     def undo(value: dict[str, Any] | None) -> tuple[Any, Any]:
         if value is None:
-            new = {"status": VOIDED, "amount": 0, "reason": "order was cancelled before payment"}
+            new = {"status": VOIDED, "amount": "0.00", "reason": "order was cancelled before payment"}
             return new, new
         if value["status"] == CHARGED:
             new = {**value, "status": REFUNDED}

@@ -13,26 +13,22 @@ from typing import Any, TypeVar
 
 import click
 import nats
+from nats.aio.client import Client
 
 from runner import config as config_mod
 from runner import dlq as dlq_mod
-from runner import logs
-from runner.inspect import consumer_info, render, stream_info
+from runner import logs, permissions_render, replicas
+from runner import permissions as permissions_mod
+from runner.cli_connection import ConnectionFlags, connection_options, with_nats
+from runner.connection import ConnectionSpec
+from runner.embedded import EmbeddedServer, sync_interval
+from runner.inspect import Leaderless, consumer_info, render, stream_info
 from runner.provision import MODES, desired_consumers, plan_and_apply
+from runner.server_guard import ServerGuard
 from runner.service import ProvisionError, Runtime, RuntimeOptions
 from runner.units import seconds
 
 T = TypeVar("T")
-DEFAULT_NATS = "nats://127.0.0.1:4222"
-
-nats_option = click.option(
-    "--nats",
-    "nats_url",
-    envvar="NATS_URL",
-    default=None,
-    metavar="URL",
-    help=f"NATS server URL (env NATS_URL; default {DEFAULT_NATS})",
-)
 config_option = click.option(
     "--config",
     "config_dir",
@@ -43,6 +39,11 @@ config_option = click.option(
     help="directory holding streams.yaml and flows/",
 )
 verbose_option = click.option("-v", "--verbose", count=True, help="more logging (-v info, -vv debug)")
+replica_decrease_option = click.option(
+    "--allow-replica-decrease",
+    is_flag=True,
+    help="let provisioning lower replicas below what the server has (else reported as drift, not applied)",
+)
 
 
 def _load(config_dir: Path) -> config_mod.Config:
@@ -65,31 +66,12 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         return runner.run(coro_fn())  # type: ignore[arg-type]
 
 
-async def _quiet(exc: Exception) -> None:
-    """Connection errors become one clear message below, not a traceback per retry."""
-
-
-async def _connect(url: str | None) -> nats.NATS:
-    try:
-        # nats-py reads max_reconnect_attempts=0 as "no limit": allow one retry, then give up.
-        return await nats.connect(
-            url or DEFAULT_NATS,
-            connect_timeout=3,
-            max_reconnect_attempts=1,
-            reconnect_time_wait=0.2,
-            allow_reconnect=False,
-            error_cb=_quiet,
-        )
-    except Exception as exc:
-        raise click.ClickException(f"cannot connect to NATS at {url or DEFAULT_NATS}: {exc!r}") from exc
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """flowrun: declarative workflows and sagas on NATS JetStream."""
 
 
-async def _serve(runtime: Runtime, banner: Callable[[], None]) -> None:
+async def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -100,13 +82,35 @@ async def _serve(runtime: Runtime, banner: Callable[[], None]) -> None:
         await runtime.stop()
         raise click.ClickException(str(exc)) from exc
     banner()
+    guarding = asyncio.create_task(guard.run(stop)) if guard else None
     await stop.wait()
+    if guarding:
+        guarding.cancel()
     click.echo("shutting down: finishing in-flight messages …", err=True)
     await runtime.stop()
+    if guard and guard.failure:
+        raise click.ClickException(guard.failure)
+
+
+def _sync_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return sync_interval(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+sync_option = click.option(
+    "--sync",
+    default="always",
+    show_default=True,
+    metavar="always|DURATION",
+    callback=_sync_value,
+    help="fsync of the embedded JetStream store: before every ack, or every DURATION (nats-server default: 2m)",
+)
 
 
 @main.command()
-@nats_option
+@connection_options
 @config_option
 @click.option("--http-port", type=int, default=None, help="HTTP port (default: the YAML's, 5100)")
 @click.option("--nats-port", type=int, default=4222, show_default=True, help="port of the embedded nats-server")
@@ -115,62 +119,112 @@ async def _serve(runtime: Runtime, banner: Callable[[], None]) -> None:
     type=click.Path(file_okay=False),
     default="data/nats",
     show_default=True,
-    help="JetStream store of the embedded nats-server",
+    help="JetStream store of the embedded nats-server (its config, pid file and log are written there too)",
 )
+@sync_option
 @click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+@replica_decrease_option
 @verbose_option
 def up(
-    nats_url: str | None,
+    connection: ConnectionFlags,
     config_dir: Path,
     http_port: int | None,
     nats_port: int,
     data_dir: str,
+    sync: str,
     mode: str,
+    allow_replica_decrease: bool,
     verbose: int,
 ) -> None:
-    """Run every service (and an embedded nats-server unless --nats/NATS_URL is given)."""
-    from runner.embedded import EmbeddedServer
-
+    """Run every service (and an embedded nats-server unless --nats, NATS_URL, a context or the YAML names one)."""
     logs.setup(verbose)
     cfg = _load(config_dir)
-    server = None
-    if not nats_url:
-        server = EmbeddedServer(
-            port=nats_port, data_dir=data_dir, log_file=str(Path(data_dir).parent / "nats-server.log")
-        )
+    server = guard = None
+    if connection.external(cfg):
+        spec = connection.spec(cfg)
+    else:
+        server = EmbeddedServer(port=nats_port, data_dir=data_dir, sync=sync)
         try:
             server.start()
         except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
             raise click.ClickException(f"cannot start the embedded nats-server: {exc}") from exc
-        nats_url = server.url
-    runtime = Runtime(cfg, list(cfg.services), nats_url, RuntimeOptions(provision=mode, http_port=http_port))
+        guard = ServerGuard(server)
+        spec = ConnectionSpec.from_url(server.url)
+    options = RuntimeOptions(provision=mode, http_port=http_port, allow_replica_decrease=allow_replica_decrease)
+    runtime = Runtime(cfg, list(cfg.services), spec, options)
 
     def banner() -> None:
-        click.echo(
-            f"flowrun up: services {', '.join(cfg.services)} on {nats_url}"
-            + (" (embedded nats-server)" if server else ""),
-            err=True,
-        )
+        click.echo(f"flowrun up: services {', '.join(cfg.services)} on {spec.describe()}", err=True)
+        if server:
+            click.echo(
+                f"  embedded nats-server pid {server.pid}, store {server.data_dir} (sync {server.sync}), "
+                f"log {server.log_file}",
+                err=True,
+            )
         for url in runtime.http_urls:
             click.echo(f"  HTTP  {url}/api/orders   health {url}/healthz", err=True)
         click.echo("  Ctrl-C to stop", err=True)
 
     try:
-        _run(lambda: _serve(runtime, banner))
+        _run(lambda: _serve(runtime, banner, guard))
     finally:
         if server:
             server.stop()
 
 
+@main.command("dev-cluster")
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True, help="how many nats-servers")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default="data/cluster",
+    show_default=True,
+    help="one store per node: DIR/n1, DIR/n2, …",
+)
+@click.option("--port", type=int, default=4222, show_default=True, help="client port of n1 (node k gets PORT+k-1)")
+@sync_option
+def dev_cluster(nodes: int, data_dir: str, port: int, sync: str) -> None:
+    """Run a local JetStream cluster in the foreground: replicas and failover on one machine (Ctrl-C stops it)."""
+    from runner.cluster import EmbeddedCluster
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops every node, as Ctrl-C does
+    cluster = EmbeddedCluster(nodes, data_dir, port, sync)
+    try:
+        try:
+            leader = cluster.start().wait_for_leader()
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            raise click.ClickException(f"cannot start the dev cluster: {exc}") from exc
+        click.echo(f"flowrun dev-cluster {cluster.name}: {nodes} node(s), JetStream meta leader {leader}, sync {sync}")
+        for node in cluster.nodes:
+            click.echo(
+                f"  {node.server_name}  {node.url}  monitor http://127.0.0.1:{node.monitor_port}  store {node.data_dir}"
+            )
+        click.echo(f"--nats {cluster.urls}")
+        click.echo("Ctrl-C stops every node")
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        click.echo("stopping the dev cluster …", err=True)
+    finally:
+        cluster.stop()
+
+
 @main.command()
 @click.option("--service", "services", multiple=True, required=True, help="service to run (repeatable)")
-@nats_option
+@connection_options
 @config_option
 @click.option("--http-port", type=int, default=None, help="HTTP port for a service with an API")
 @click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+@replica_decrease_option
 @verbose_option
 def start(
-    services: tuple[str, ...], nats_url: str | None, config_dir: Path, http_port: int | None, mode: str, verbose: int
+    services: tuple[str, ...],
+    connection: ConnectionFlags,
+    config_dir: Path,
+    http_port: int | None,
+    mode: str,
+    allow_replica_decrease: bool,
+    verbose: int,
 ) -> None:
     """Run one service (start it N times to scale out: instances share its durable consumers)."""
     logs.setup(verbose)
@@ -180,14 +234,12 @@ def start(
         raise click.BadParameter(
             f"unknown service {unknown[0]!r}; declared: {', '.join(cfg.services)}", param_hint="--service"
         )
-    runtime = Runtime(
-        cfg, list(services), nats_url or DEFAULT_NATS, RuntimeOptions(provision=mode, http_port=http_port)
-    )
+    options = RuntimeOptions(provision=mode, http_port=http_port, allow_replica_decrease=allow_replica_decrease)
+    spec = connection.spec(cfg)
+    runtime = Runtime(cfg, list(services), spec, options)
 
     def banner() -> None:
-        click.echo(
-            f"flowrun: {', '.join(services)} running on {nats_url or DEFAULT_NATS} (pid {os.getpid()})", err=True
-        )
+        click.echo(f"flowrun: {', '.join(services)} running on {spec.describe()} (pid {os.getpid()})", err=True)
         for url in runtime.http_urls:
             click.echo(f"  HTTP  {url}", err=True)
 
@@ -196,17 +248,19 @@ def start(
 
 @main.command()
 @config_option
-@click.option(
-    "--nats", "nats_url", default=None, metavar="URL", help="also check against this server (replicas vs. cluster size)"
-)
-def validate(config_dir: Path, nats_url: str | None) -> None:
-    """Check streams.yaml and flows/: every problem at once, as file:line:col: message."""
+@connection_options
+def validate(config_dir: Path, connection: ConnectionFlags) -> None:
+    """Check streams.yaml and flows/: every problem at once, as file:line:col: message.
+
+    With --nats or --context, also check against that server (replicas vs. cluster size)."""
     cfg = _load(config_dir)
-    if nats_url:
-        problems = _run(lambda: _cluster_problems(cfg, nats_url))
+    if connection.explicit:
+        spec = connection.spec(cfg)
+        problems = _run(lambda: with_nats(spec, lambda nc: replicas.problems(nc, cfg)))
         if problems:
             for p in problems:
-                click.echo(p, err=True)
+                click.echo(str(p), err=True)
+            click.echo(f"{len(problems)} problem(s) found", err=True)
             sys.exit(1)
     click.echo(
         f"ok: {len(cfg.streams)} streams, {len(cfg.services)} services, "
@@ -214,23 +268,8 @@ def validate(config_dir: Path, nats_url: str | None) -> None:
     )
 
 
-async def _cluster_problems(cfg: config_mod.Config, url: str) -> list[str]:
-    nc = await _connect(url)
-    try:
-        info = nc._server_info
-        size = (len(info.get("connect_urls") or []) + 1) if info.get("cluster") else 1
-    finally:
-        await nc.close()
-    streams_file = cfg.root / "streams.yaml"
-    return [
-        f"{streams_file}: stream {s.name} wants {s.replicas} replicas but the cluster at {url} has {size} server(s)"
-        for s in cfg.streams.values()
-        if s.replicas > size
-    ]
-
-
 @main.command()
-@nats_option
+@connection_options
 @config_option
 @click.option("--dry-run", is_flag=True, help="show the plan, change nothing")
 @click.option(
@@ -240,18 +279,19 @@ async def _cluster_problems(cfg: config_mod.Config, url: str) -> list[str]:
     show_default=True,
     help="verify: only report differences (exit 1 if any)",
 )
-def provision(nats_url: str | None, config_dir: Path, dry_run: bool, mode: str) -> None:
+@replica_decrease_option
+def provision(
+    connection: ConnectionFlags, config_dir: Path, dry_run: bool, mode: str, allow_replica_decrease: bool
+) -> None:
     """Create or update streams, consumers and KV buckets to match the YAML (never deletes data)."""
     cfg = _load(config_dir)
 
-    async def go() -> Any:
-        nc = await _connect(nats_url)
-        try:
-            return await plan_and_apply(nc.jetstream(), cfg, mode, dry_run=dry_run)
-        finally:
-            await nc.close()
+    async def go(nc: Client) -> Any:
+        return await plan_and_apply(
+            nc.jetstream(), cfg, mode, dry_run=dry_run, allow_replica_decrease=allow_replica_decrease
+        )
 
-    plan = _run(go)
+    plan = _run(lambda: with_nats(connection.spec(cfg), go))
     for change in plan.changes:
         click.echo(str(change))
     if dry_run or mode == "verify":
@@ -275,11 +315,16 @@ def stream() -> None:
     """Inspect streams."""
 
 
-def _declared(config_dir: Path) -> tuple[set[str], set[tuple[str, str]]] | None:
-    """Streams and (stream, consumer) pairs the YAML declares, to flag what the server has besides."""
+def _optional_config(config_dir: Path) -> config_mod.Config | None:
+    """The YAML, when --config holds a valid one: inspecting a server needs none."""
     if not (config_dir / "streams.yaml").exists():
         return None
     cfg, _ = config_mod.load(config_dir)
+    return cfg
+
+
+def _declared(cfg: config_mod.Config | None) -> tuple[set[str], set[tuple[str, str]]] | None:
+    """Streams and (stream, consumer) pairs the YAML declares, to flag what the server has besides."""
     if cfg is None:
         return None
     streams = set(cfg.streams) | {f"KV_{b}" for b in cfg.buckets}
@@ -291,25 +336,25 @@ def _yes_no(known: set[Any] | None, item: Any) -> str:
 
 
 @stream.command("ls")
-@nats_option
+@connection_options
 @config_option
 @click.option("--json", "as_json", is_flag=True)
-def stream_ls(nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+def stream_ls(connection: ConnectionFlags, config_dir: Path, as_json: bool) -> None:
     """Streams on the server; DECLARED says whether the YAML in --config knows them."""
+    cfg = _optional_config(config_dir)
 
-    async def go() -> list[dict[str, Any]]:
-        nc = await _connect(nats_url)
+    async def go(nc: Client) -> list[dict[str, Any]]:
         try:
             js = nc.jetstream()
             return [await stream_info(js, s.config.name) for s in await js.streams_info()]
-        finally:
-            await nc.close()
+        except Leaderless as exc:
+            raise click.ClickException(str(exc)) from None
 
-    infos = _run(go)
+    infos = _run(lambda: with_nats(connection.spec(cfg), go))
     if as_json:
         click.echo(json.dumps(infos, indent=2, default=str))
         return
-    declared = _declared(config_dir)
+    declared = _declared(cfg)
     known = declared[0] if declared else None
     click.echo(f"{'STREAM':<16} {'MESSAGES':>9} {'BYTES':>10} {'CONSUMERS':>9} {'DECLARED':>8}  SUBJECTS")
     for i in sorted(infos, key=lambda i: i["name"]):
@@ -322,23 +367,23 @@ def stream_ls(nats_url: str | None, config_dir: Path, as_json: bool) -> None:
 
 @stream.command("info")
 @click.argument("name")
-@nats_option
+@connection_options
 @config_option
 @click.option("--json", "as_json", is_flag=True)
-def stream_info_cmd(name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+def stream_info_cmd(name: str, connection: ConnectionFlags, config_dir: Path, as_json: bool) -> None:
     """A stream's config and state (what `nats stream info` shows)."""
+    cfg = _optional_config(config_dir)
 
-    async def go() -> dict[str, Any]:
-        nc = await _connect(nats_url)
+    async def go(nc: Client) -> dict[str, Any]:
         try:
             return await stream_info(nc.jetstream(), name)
         except nats.js.errors.NotFoundError:
             raise click.ClickException(f"stream {name} not found") from None
-        finally:
-            await nc.close()
+        except Leaderless as exc:
+            raise click.ClickException(str(exc)) from None
 
-    info = _run(go)
-    declared = _declared(config_dir)
+    info = _run(lambda: with_nats(connection.spec(cfg), go))
+    declared = _declared(cfg)
     info["declared"] = _yes_no(declared[0] if declared else None, name)
     _print(info, as_json)
 
@@ -350,27 +395,27 @@ def consumer() -> None:
 
 @consumer.command("ls")
 @click.argument("stream_name")
-@nats_option
+@connection_options
 @config_option
 @click.option("--json", "as_json", is_flag=True)
-def consumer_ls(stream_name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+def consumer_ls(stream_name: str, connection: ConnectionFlags, config_dir: Path, as_json: bool) -> None:
     """Consumers of a stream; DECLARED says whether the YAML in --config knows them."""
+    cfg = _optional_config(config_dir)
 
-    async def go() -> list[dict[str, Any]]:
-        nc = await _connect(nats_url)
+    async def go(nc: Client) -> list[dict[str, Any]]:
         try:
             js = nc.jetstream()
             return [await consumer_info(js, stream_name, c.name) for c in await js.consumers_info(stream_name)]
         except nats.js.errors.NotFoundError:
             raise click.ClickException(f"stream {stream_name} not found") from None
-        finally:
-            await nc.close()
+        except Leaderless as exc:
+            raise click.ClickException(str(exc)) from None
 
-    infos = _run(go)
+    infos = _run(lambda: with_nats(connection.spec(cfg), go))
     if as_json:
         click.echo(json.dumps(infos, indent=2, default=str))
         return
-    declared = _declared(config_dir)
+    declared = _declared(cfg)
     known = declared[1] if declared else None
     click.echo(f"{'CONSUMER':<26} {'PENDING':>8} {'ACK PENDING':>11} {'REDELIVERED':>11} {'DECLARED':>8}  FILTERS")
     for i in sorted(infos, key=lambda i: i["name"]):
@@ -384,23 +429,25 @@ def consumer_ls(stream_name: str, nats_url: str | None, config_dir: Path, as_jso
 @consumer.command("info")
 @click.argument("stream_name")
 @click.argument("name")
-@nats_option
+@connection_options
 @config_option
 @click.option("--json", "as_json", is_flag=True)
-def consumer_info_cmd(stream_name: str, name: str, nats_url: str | None, config_dir: Path, as_json: bool) -> None:
+def consumer_info_cmd(
+    stream_name: str, name: str, connection: ConnectionFlags, config_dir: Path, as_json: bool
+) -> None:
     """A consumer's config and state: pending, ack pending, redelivered, ack floor."""
+    cfg = _optional_config(config_dir)
 
-    async def go() -> dict[str, Any]:
-        nc = await _connect(nats_url)
+    async def go(nc: Client) -> dict[str, Any]:
         try:
             return await consumer_info(nc.jetstream(), stream_name, name)
         except nats.js.errors.NotFoundError:
             raise click.ClickException(f"consumer {stream_name}/{name} not found") from None
-        finally:
-            await nc.close()
+        except Leaderless as exc:
+            raise click.ClickException(str(exc)) from None
 
-    info = _run(go)
-    declared = _declared(config_dir)
+    info = _run(lambda: with_nats(connection.spec(cfg), go))
+    declared = _declared(cfg)
     info["declared"] = _yes_no(declared[1] if declared else None, (stream_name, name))
     _print(info, as_json)
 
@@ -419,19 +466,15 @@ def _dead_letter_target(cfg: config_mod.Config, service: str | None) -> tuple[st
 
 
 def _dlq_session(
-    nats_url: str | None, config_dir: Path, service: str | None, body: Callable[[Any, str, str], Awaitable[T]]
+    connection: ConnectionFlags,
+    config_dir: Path,
+    service: str | None,
+    body: Callable[[Any, str, str], Awaitable[T]],
 ) -> T:
     cfg = _load(config_dir)
     stream_name, prefix = _dead_letter_target(cfg, service)
 
-    async def go() -> T:
-        nc = await _connect(nats_url)
-        try:
-            return await body(nc.jetstream(), stream_name, prefix)
-        finally:
-            await nc.close()
-
-    return _run(go)
+    return _run(lambda: with_nats(connection.spec(cfg), lambda nc: body(nc.jetstream(), stream_name, prefix)))
 
 
 @main.group()
@@ -443,13 +486,13 @@ service_filter = click.option("--service", default=None, help="only this service
 
 
 @dlq.command("ls")
-@nats_option
+@connection_options
 @config_option
 @service_filter
 @click.option("--json", "as_json", is_flag=True)
-def dlq_ls(nats_url: str | None, config_dir: Path, service: str | None, as_json: bool) -> None:
+def dlq_ls(connection: ConnectionFlags, config_dir: Path, service: str | None, as_json: bool) -> None:
     """List dead letters, oldest first."""
-    found = _dlq_session(nats_url, config_dir, service, lambda js, st, pre: dlq_mod.entries(js, st, pre, service))
+    found = _dlq_session(connection, config_dir, service, lambda js, st, pre: dlq_mod.entries(js, st, pre, service))
     if as_json:
         click.echo(json.dumps([e.summary() for e in found], indent=2, default=str))
         return
@@ -465,11 +508,11 @@ def dlq_ls(nats_url: str | None, config_dir: Path, service: str | None, as_json:
 
 @dlq.command("show")
 @click.argument("entry_id", type=int)
-@nats_option
+@connection_options
 @config_option
-def dlq_show(entry_id: int, nats_url: str | None, config_dir: Path) -> None:
+def dlq_show(entry_id: int, connection: ConnectionFlags, config_dir: Path) -> None:
     """Show one dead letter: headers, payload, why it failed."""
-    found = _dlq_session(nats_url, config_dir, None, lambda js, st, pre: dlq_mod.entries(js, st, pre))
+    found = _dlq_session(connection, config_dir, None, lambda js, st, pre: dlq_mod.entries(js, st, pre))
     entry = next((e for e in found if e.id == entry_id), None)
     if entry is None:
         raise click.ClickException(f"no dead letter with id {entry_id}")
@@ -479,11 +522,11 @@ def dlq_show(entry_id: int, nats_url: str | None, config_dir: Path) -> None:
 @dlq.command("replay")
 @click.argument("entry_id", type=int, required=False)
 @click.option("--all", "replay_all", is_flag=True, help="replay every entry not yet replayed")
-@nats_option
+@connection_options
 @config_option
 @service_filter
 def dlq_replay(
-    entry_id: int | None, replay_all: bool, nats_url: str | None, config_dir: Path, service: str | None
+    entry_id: int | None, replay_all: bool, connection: ConnectionFlags, config_dir: Path, service: str | None
 ) -> None:
     """Republish dead letters to their original subject (fresh id); entries are marked, not deleted."""
     if (entry_id is None) == (not replay_all):
@@ -499,7 +542,7 @@ def dlq_replay(
             chosen = [e for e in found if not e.replayed]
         return [(e.id, await dlq_mod.replay(js, stream_name, prefix, e)) for e in chosen]
 
-    done = _dlq_session(nats_url, config_dir, service, body)
+    done = _dlq_session(connection, config_dir, service, body)
     for old, new in done:
         click.echo(f"replayed {old} → stream seq {new}")
     click.echo(f"{len(done)} replayed")
@@ -507,15 +550,15 @@ def dlq_replay(
 
 @dlq.command("purge")
 @click.option("--older-than", "older_than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 30m")
-@nats_option
+@connection_options
 @config_option
-def dlq_purge(older_than: str, nats_url: str | None, config_dir: Path) -> None:
+def dlq_purge(older_than: str, connection: ConnectionFlags, config_dir: Path) -> None:
     """Delete dead letters older than a duration."""
     try:
         age = seconds(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from exc
-    removed = _dlq_session(nats_url, config_dir, None, lambda js, st, pre: dlq_mod.purge_older_than(js, st, pre, age))
+    removed = _dlq_session(connection, config_dir, None, lambda js, st, pre: dlq_mod.purge_older_than(js, st, pre, age))
     click.echo(f"purged {removed} message(s) older than {older_than}")
 
 
@@ -527,6 +570,32 @@ def schema(which: str) -> None:
         click.echo(json.dumps({"streams": config_mod.schema("streams"), "flows": config_mod.schema("flows")}, indent=2))
     else:
         click.echo(json.dumps(config_mod.schema(which), indent=2))
+
+
+@main.command()
+@config_option
+@click.option("--service", default=None, help="only this service's user (default: every service and the provisioner)")
+@click.option("--format", "fmt", type=click.Choice(permissions_render.FORMATS), default="server", show_default=True)
+@click.option(
+    "--provision",
+    "mode",
+    type=click.Choice(permissions_mod.SERVICE_MODES),
+    default="verify",
+    show_default=True,
+    help="the --provision mode services will run with (verify needs read-only info rights)",
+)
+@click.option(
+    "--generate-passwords",
+    is_flag=True,
+    help="server format: embed fresh random passwords, shown this once (default: $FLOWRUN_<USER>_PASSWORD)",
+)
+def permissions(config_dir: Path, service: str | None, fmt: str, mode: str, generate_passwords: bool) -> None:
+    """Least-privilege NATS users: each service may publish only what it emits, read only its own inbox."""
+    cfg = _load(config_dir)
+    try:
+        click.echo(permissions_render.render(permissions_mod.users(cfg, service, mode), fmt, generate_passwords))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 if __name__ == "__main__":

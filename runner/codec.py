@@ -13,5 +13,10 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def canonical(value: Any) -> bytes:
+    """Keys sorted: equal values give equal bytes (for digests)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)

@@ -6,10 +6,7 @@ cross-file checks. Problems are collected, never raised one by one, so `flowrun 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,7 +16,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from runner import dotted
+from runner import settings as typed_settings
 from runner import subjects as subj
+from runner.connection import ConnectionSpec
 from runner.model import (
     Binding,
     BucketSpec,
@@ -39,7 +39,7 @@ from runner.model import (
 )
 from runner.units import seconds as _seconds
 from runner.units import size_bytes as _size_bytes
-from runner.yamlsrc import Document, Problem, load_yaml
+from runner.yamlsrc import Document, Location, Problem, load_yaml
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -106,6 +106,10 @@ class _Loader:
     env: Mapping[str, str] | None
     problems: list[Problem] = field(default_factory=list)
     origins: dict[tuple[str, str], _Origin] = field(default_factory=dict)
+    allow_modules: set[str] = field(default_factory=set)
+    # `defaults: {replicas: …}` of streams.yaml and where it is written; streams and buckets without their own use it
+    default_replicas: tuple[int, Location] | None = None
+    replicas_at: dict[tuple[str, str], Location] = field(default_factory=dict)
 
     def load(self) -> Config | None:
         streams_doc = self.read(self.root / "streams.yaml", "streams")
@@ -125,12 +129,18 @@ class _Loader:
     def build(self, streams_doc: Document, flow_docs: list[Document]) -> Config | None:
         """The typed model and the cross-file checks; still run when there are schema problems, so
         `validate` shows every problem at once."""
+        if "replicas" in (streams_doc.data.get("defaults") or {}):
+            location = streams_doc.locate(("defaults", "replicas"))
+            self.default_replicas = (streams_doc.data["defaults"]["replicas"], location)
         streams = {
             name: self.stream(name, spec, streams_doc) for name, spec in (streams_doc.data.get("streams") or {}).items()
         }
         merged: dict[str, dict[str, Any]] = {s: {} for s in ("services", "sagas", "kv", "messages", "data")}
         for doc in flow_docs:
             for section, entries in (doc.data or {}).items():
+                if section == "allow_modules":  # a list, merged across files
+                    self.allow_modules.update(m for m in entries or () if isinstance(m, str))
+                    continue
                 for name, value in (entries or {}).items():
                     if (section, name) in self.origins:
                         first = self.origins[(section, name)]
@@ -146,9 +156,31 @@ class _Loader:
         buckets = {name: self.bucket(name, spec) for name, spec in merged["kv"].items()}
         services = {name: self.service(name, spec) for name, spec in merged["services"].items()}
         sagas = {name: self.saga(name, spec) for name, spec in merged["sagas"].items()}
-        config = Config(self.root, streams, services, sagas, buckets, merged["messages"], merged["data"])
+        config = Config(
+            self.root,
+            streams,
+            services,
+            sagas,
+            buckets,
+            merged["messages"],
+            merged["data"],
+            self.replicas_at,
+            connection=self.connection(streams_doc),
+        )
         self.cross_check(config)
         return None if self.problems else config
+
+    def connection(self, doc: Document) -> ConnectionSpec | None:
+        raw = doc.data.get("connection")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            spec = ConnectionSpec.from_mapping(raw, base_dir=self.root)
+            spec.check(files=False)  # the files may live only where it runs
+            return spec
+        except ValueError as exc:  # two auth modes, a bad duration: the message names options, never values
+            self.problems.append(doc.problem(("connection",), str(exc)))
+            return None
 
     def read(self, path: Path, schema_name: str) -> Document | None:
         doc, problems = load_yaml(_display(path), self.env)
@@ -165,6 +197,7 @@ class _Loader:
     def stream(self, name: str, raw: dict[str, Any], doc: Document) -> StreamSpec:
         self.origins[("streams", name)] = _Origin(doc, ("streams", name))
         values: dict[str, Any] = dict(PRESETS[raw.get("preset", "default")])
+        values["replicas"] = self.replicas(("streams", name), doc, raw)
         for key, value in raw.items():
             if key in ("max_bytes", "max_msg_size"):
                 value = size_bytes(value)
@@ -175,13 +208,30 @@ class _Loader:
             values[key] = value
         return StreamSpec(name=name, **values)
 
+    def replicas(self, path: tuple[str, str], doc: Document, raw: dict[str, Any]) -> int:
+        """Replicas of a stream or bucket — its own, else its preset's, else `defaults:`, else 1 — noting
+        where that value is written, so a check against a live cluster points at the line to change."""
+        if "replicas" in raw:
+            self.replicas_at[path] = doc.locate((*path, "replicas"))
+            return raw["replicas"]
+        preset = PRESETS.get(raw.get("preset", "default"), {})
+        if "replicas" in preset:
+            self.replicas_at[path] = doc.locate((*path, "preset"))
+            return preset["replicas"]
+        if self.default_replicas is not None:
+            self.replicas_at[path] = self.default_replicas[1]
+            return self.default_replicas[0]
+        self.replicas_at[path] = doc.locate(path)
+        return 1
+
     def bucket(self, name: str, raw: dict[str, Any]) -> BucketSpec:
         ttl = raw.get("ttl")
+        origin = self.origins[("kv", name)]
         return BucketSpec(
             name=name,
             history=raw.get("history", 1),
             storage=raw.get("storage", "file"),
-            replicas=raw.get("replicas", 1),
+            replicas=self.replicas(("kv", name), origin.doc, raw),
             ttl=seconds(ttl) if ttl is not None else None,
             description=raw.get("description"),
             cache=raw.get("cache", 1024),
@@ -193,7 +243,7 @@ class _Loader:
             return base
         values = dict(base.__dict__)
         for key, value in raw.items():
-            if key in ("initial_delay", "max_delay"):
+            if key in ("initial_delay", "max_delay", "outage_budget", "out_of_order_for"):
                 value = seconds(value)
             elif key in ("retry_on", "fatal_on"):
                 value = tuple(value)
@@ -237,6 +287,7 @@ class _Loader:
                 accept=h.get("accept"),
                 body_schema=h.get("body_schema"),
                 views={k: ViewSpec(v["bucket"], v["view"]) for k, v in (h.get("views") or {}).items()},
+                deadline=seconds(h.get("deadline", 10)),
             )
         dl = raw.get("dead_letter") or {}
         return ServiceSpec(
@@ -245,10 +296,22 @@ class _Loader:
             bindings=bindings,
             retry=retry,
             dead_letter=DeadLetterSpec(dl.get("stream", "DLQ"), dl.get("subject_prefix", "dlq")),
-            settings=dict(raw.get("settings") or {}),
+            settings=self.settings(name, raw.get("settings") or {}),
             http=http,
             description=raw.get("description"),
+            kv=tuple(raw.get("kv") or ()),
         )
+
+    def settings(self, service: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """Typed setting values (runner/settings.py); a value of the wrong type is a problem at its line."""
+        origin = self.origins[("services", service)]
+        values = {}
+        for key, spec in raw.items():
+            if not isinstance(spec, dict):
+                continue  # the schema reported it
+            values[key], problems = typed_settings.parse(spec)
+            self.problems.extend(origin.problem(message, "settings", key, at) for at, message in problems)
+        return values
 
     def saga(self, name: str, raw: dict[str, Any]) -> SagaSpec:
         states = {}
@@ -267,7 +330,7 @@ class _Loader:
                 )
                 for subject, t in (s.get("on") or {}).items()
             }
-            states[state_name] = StateSpec(state_name, s.get("terminal", False), timeout, on)
+            states[state_name] = StateSpec(state_name, s.get("terminal", False), timeout, on, s.get("awaits"))
         comp = raw.get("compensation") or {}
         timers = raw.get("timers") or {}
         return SagaSpec(
@@ -357,14 +420,14 @@ class _Loader:
                     )
                 for outcome, subject in binding.emits.items():
                     check_covered(subject, origin, "handlers", i, "emits", outcome)
-                error = import_problem(config.root, binding.handler)
+                error = dotted.problem(config.root, binding.handler, dotted.HANDLER, self.allow_modules)
                 if error:
                     self.problems.append(origin.problem(error, "handlers", i, "handler"))
             if service.http:
                 h = service.http
                 if h.saga and h.saga not in config.sagas:
                     self.problems.append(origin.problem(f"saga {h.saga!r} is not declared", "http", "saga"))
-                if h.accept and (error := import_problem(config.root, h.accept, need_async=False)):
+                if h.accept and (error := dotted.problem(config.root, h.accept, dotted.ACCEPT, self.allow_modules)):
                     self.problems.append(origin.problem(error, "http", "accept"))
                 for view_name, view in h.views.items():
                     if view.bucket not in config.buckets:
@@ -373,8 +436,11 @@ class _Loader:
                                 f"KV bucket {view.bucket!r} is not declared", "http", "views", view_name, "bucket"
                             )
                         )
-                    if error := import_problem(config.root, view.view, need_async=False):
+                    if error := dotted.problem(config.root, view.view, dotted.VIEW, self.allow_modules):
                         self.problems.append(origin.problem(error, "http", "views", view_name, "view"))
+            for i, bucket in enumerate(service.kv):
+                if bucket not in config.buckets:
+                    self.problems.append(origin.problem(f"KV bucket {bucket!r} is not declared in kv", "kv", i))
 
         for subject in config.messages:
             check_covered(subject, self.origins[("messages", subject)])
@@ -425,6 +491,10 @@ class _Loader:
         edges: dict[str, set[str]] = {}
         for state in states.values():
             targets = edges.setdefault(state.name, set())
+            if state.awaits and state.awaits not in saga.steps:
+                self.problems.append(
+                    origin.problem(f"step {state.awaits!r} is not declared in steps", "states", state.name, "awaits")
+                )
             if state.timeout:
                 targets.add(state.timeout.goto)
                 if state.timeout.goto not in states:
@@ -502,37 +572,6 @@ def _display(path: Path) -> Path:
         return path.relative_to(Path.cwd())
     except ValueError:
         return path
-
-
-def import_problem(root: Path, dotted: str, need_async: bool = True) -> str | None:
-    """Why `dotted` does not name a callable (async when `need_async`), or None if it does."""
-    try:
-        resolve(root, dotted)
-    except (ImportError, AttributeError, TypeError) as exc:
-        return str(exc)
-    target = resolve(root, dotted)
-    if need_async and not inspect.iscoroutinefunction(target):
-        return f"handler {dotted!r} must be an 'async def' function"
-    return None
-
-
-def resolve(root: Path, dotted: str) -> Any:
-    """Import `package.module.function`, looking in the config root first."""
-    module_name, _, attr = dotted.rpartition(".")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"cannot import module {module_name!r} for {dotted!r}: {exc}") from exc
-    except Exception as exc:  # a handler module that fails at import time is a config problem too
-        raise ImportError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
-    if not hasattr(module, attr):
-        raise AttributeError(f"module {module_name!r} has no attribute {attr!r} (for {dotted!r})")
-    target = getattr(module, attr)
-    if not callable(target):
-        raise TypeError(f"{dotted!r} is not callable")
-    return target
 
 
 def load(root: Path | str, env: Mapping[str, str] | None = None) -> tuple[Config | None, list[Problem]]:

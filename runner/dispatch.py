@@ -5,6 +5,12 @@ are published pipelined (runner/jspub.py) and each message is acked only once it
 stored. Failures follow the retry policy: `nak(delay)` from the policy, or after the last attempt
 (or at once for a fatal error) a dead-letter entry and `term()`. A dead-letter publish that fails
 leaves the message un-acked, so nothing is lost.
+
+Two kinds of failure are not the message's fault and never count as attempts nor dead-letter it:
+JetStream being unavailable (an election, a restart, a stall: retried quickly within the policy's
+`outage_budget`, then at `max_delay` while the consumer reports the outage), and an event that
+arrived before the one it depends on (`OutOfOrder`: held back for `out_of_order_for`, measured from
+when the event was stored).
 """
 
 from __future__ import annotations
@@ -12,19 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from runner import codec, deadletter, faults
-from runner.handler import Context, FatalError, Outcome, RetryableError
-from runner.jspub import Publisher
+from runner import codec, deadletter, faults, headers
+from runner.handler import Context, FatalError, Outcome, OutOfOrder, RetryableError
+from runner.jspub import Publisher, Unavailable
 from runner.kv import Bucket
 from runner.logs import event
 from runner.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
-from runner.pull import PullStream
+from runner.pull import ACK, TERM, PullStream
 from runner.saga import Publish, SagaMachine
 from runner.subjects import is_identifier
 from runner.validation import PayloadValidator
@@ -81,27 +88,119 @@ def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
     return run
 
 
-class Failure(Exception):
-    """Why a message could not be processed, already classified."""
+FATAL, RETRY, OUTAGE, EARLY = "fatal", "retry", "outage", "early"
 
-    def __init__(self, message: str, error_type: str, fatal: bool):
+
+class Failure(Exception):
+    """Why a message could not be processed, already classified as one of FATAL (dead-letter now),
+    RETRY (counts as an attempt), OUTAGE (JetStream unavailable) or EARLY (out of order)."""
+
+    def __init__(self, message: str, error_type: str, kind: str = RETRY):
         super().__init__(message)
         self.error_type = error_type
-        self.fatal = fatal
+        self.kind = kind
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind == FATAL
 
 
 def classify(exc: BaseException, policy: RetryPolicy) -> Failure:
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    name = type(exc).__name__
     if isinstance(exc, Failure):
         return exc
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    name = type(exc).__name__
+    message = str(exc) or name
+    if isinstance(exc, Unavailable):
+        return Failure(message, name, OUTAGE)
+    if isinstance(exc, OutOfOrder):
+        return Failure(message, name, EARLY)
     if isinstance(exc, FatalError) or names & set(policy.fatal_on):
-        return Failure(str(exc) or name, name, fatal=True)
+        return Failure(message, name, FATAL)
     if isinstance(exc, RetryableError):
-        return Failure(str(exc) or name, name, fatal=False)
+        return Failure(message, name, RETRY)
     if policy.retry_on and not names & set(policy.retry_on):
-        return Failure(str(exc) or name, name, fatal=True)
-    return Failure(str(exc) or name, name, fatal=False)
+        return Failure(message, name, FATAL)
+    return Failure(message, name, RETRY)
+
+
+class UncountedDeliveries:
+    """Deliveries of a message that failed through no fault of its own (outages, out-of-order
+    arrivals), so they do not use up its attempts. Kept per process and bounded: a message that moves
+    to another instance starts its count again there, which errs on the side of more retries."""
+
+    def __init__(self, limit: int = 10_000):
+        self.limit = limit
+        self._counts: OrderedDict[int, int] = OrderedDict()
+
+    def add(self, msg: Msg) -> int:
+        seq = msg.metadata.sequence.stream
+        count = self._counts.pop(seq, 0) + 1
+        self._counts[seq] = count
+        if len(self._counts) > self.limit:
+            self._counts.popitem(last=False)
+        return count
+
+    def attempts(self, msg: Msg) -> int:
+        """Deliveries that count against max_attempts."""
+        meta = msg.metadata
+        return meta.num_delivered - self._counts.get(meta.sequence.stream, 0)
+
+    def settled(self, msg: Msg) -> None:
+        if self._counts:
+            self._counts.pop(msg.metadata.sequence.stream, None)
+
+
+class OutageClock:
+    """When JetStream became unavailable for this consumer (None while it answers), so the delay
+    of outage retries grows from quick to `max_delay` and the outage is logged once, not per message."""
+
+    RECENT = 5.0  # an outage failure this recent still counts as an ongoing outage
+
+    def __init__(self, name: str):
+        self.name = name
+        self.since: float | None = None
+        self.last_failure = 0.0
+        self._reported_long = False
+
+    def failed(self, failure: Failure, budget: float) -> float:
+        """Record an outage failure; the seconds it has lasted."""
+        now = time.monotonic()
+        self.last_failure = now
+        if self.since is None:
+            self.since = now
+            event(log, logging.WARNING, "JetStream unavailable; retrying", consumer=self.name, reason=str(failure))
+        lasted = now - self.since
+        if lasted > budget and not self._reported_long:
+            self._reported_long = True
+            event(
+                log,
+                logging.ERROR,
+                "JetStream unavailable beyond the outage budget; still retrying, nothing is dead-lettered",
+                consumer=self.name,
+                seconds=f"{lasted:.1f}",
+                reason=str(failure),
+            )
+        return lasted
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            event(
+                log,
+                logging.WARNING,
+                "JetStream available again",
+                consumer=self.name,
+                seconds=f"{time.monotonic() - self.since:.1f}",
+            )
+            self.since = None
+            self._reported_long = False
+
+    def lasted(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def active(self) -> bool:
+        """In an outage now: the last failure is recent (a quiet consumer may see no success for a while)."""
+        return self.since is not None and time.monotonic() - self.last_failure < self.RECENT
 
 
 class ConsumerWorker:
@@ -126,6 +225,9 @@ class ConsumerWorker:
         self.processed = 0
         self.dead_lettered = 0
         self.retried = 0
+        self.expired = 0
+        self.uncounted = UncountedDeliveries()
+        self.outage = OutageClock(self.name)
 
     @property
     def name(self) -> str:
@@ -171,10 +273,8 @@ class ConsumerWorker:
             for msg, result in zip(msgs, results, strict=True):
                 if isinstance(result, BaseException):
                     failure = classify(result, self._policy(msg))
-                    if failure.fatal or msg.metadata.num_delivered >= self._policy(msg).max_attempts:
+                    if await self._should_dead_letter(msg, failure):
                         dead.append((msg, failure, await self._dead_letter(msg, failure)))
-                    else:
-                        await self._retry(msg, failure)
                     continue
                 if faults.ARMED and result:
                     faults.reached("before-publish")
@@ -184,18 +284,67 @@ class ConsumerWorker:
             for msg, futures in pending:
                 failed = next((f for f in futures if f.cancelled() or f.exception() is not None), None)
                 if failed is not None:
-                    reason = "timed out" if failed.cancelled() else repr(failed.exception())
-                    await self._retry(msg, Failure(f"publishing outputs failed: {reason}", "PublishError", False))
+                    error = None if failed.cancelled() else failed.exception()
+                    failure = classify(error, self._policy(msg)) if error else Failure("timed out", "PublishError")
+                    failure = Failure(f"publishing outputs failed: {failure}", failure.error_type, failure.kind)
+                    if failure.kind == OUTAGE:
+                        await self._wait_out_outage(msg, failure)
+                    else:
+                        await self._retry(msg, failure)
                     continue
                 if faults.ARMED and futures:
                     faults.reached("before-ack")
-                await msg.ack()
+                await self._ack(msg)
                 self.processed += 1
             for msg, failure, future in dead:
                 await self._finish_dead_letter(msg, failure, future)
         finally:
             if keepalive is not None:
                 keepalive.cancel()
+
+    async def _should_dead_letter(self, msg: Msg, failure: Failure) -> bool:
+        """Retry (nak) what may succeed later; True when the message is to be dead-lettered."""
+        policy = self._policy(msg)
+        if failure.kind == OUTAGE:
+            await self._wait_out_outage(msg, failure)
+            return False
+        if failure.kind == EARLY:
+            age = time.time() - msg.metadata.timestamp.timestamp()
+            if age < policy.out_of_order_for:
+                self.uncounted.add(msg)
+                delay = min(policy.delay(msg.metadata.num_delivered), max(policy.out_of_order_for - age, 0.05))
+                event(
+                    log,
+                    logging.INFO,
+                    "held back: arrived out of order",
+                    consumer=self.name,
+                    subject=msg.subject,
+                    delay=f"{delay:.3f}s",
+                    reason=str(failure),
+                )
+                await msg.nak(delay=delay)
+                return False
+            failure.kind = FATAL  # still out of order after the window: no longer weather
+        if failure.fatal or self.uncounted.attempts(msg) >= policy.max_attempts:
+            return True
+        await self._retry(msg, failure)
+        return False
+
+    async def _wait_out_outage(self, msg: Msg, failure: Failure) -> None:
+        """JetStream is unavailable: try again soon, without using up an attempt."""
+        policy = self._policy(msg)
+        count = self.uncounted.add(msg)
+        lasted = self.outage.failed(failure, policy.outage_budget)
+        delay = policy.max_delay if lasted > policy.outage_budget else min(0.25 * 2 ** (count - 1), 2.0)
+        await msg.nak(delay=delay)
+
+    async def _ack(self, msg: Msg) -> None:
+        await msg.ack()
+        self.uncounted.settled(msg)
+        if self.outage.since is not None:
+            self.outage.recovered()
+        if self.pull is not None:
+            self.pull.settled(msg.reply, ACK)
 
     async def _run_all(self, msgs: list[Msg]) -> list[list[Publish] | BaseException]:
         """Run every message's handler concurrently; one that overruns its timeout is cancelled.
@@ -217,7 +366,7 @@ class ConsumerWorker:
         for task, msg in zip(tasks, msgs, strict=True):
             if task.cancelled():
                 timeout = self._timeout(msg)
-                results.append(Failure(f"handler timed out after {timeout:g}s", "HandlerTimeout", fatal=False))
+                results.append(Failure(f"handler timed out after {timeout:g}s", "HandlerTimeout"))
             elif task.exception() is not None:
                 results.append(task.exception())  # type: ignore[arg-type]
             else:
@@ -243,7 +392,7 @@ class ConsumerWorker:
         while True:
             await asyncio.sleep(period)
             for msg in msgs:
-                if not msg._ackd:
+                if not msg.is_acked:
                     await msg.in_progress()
 
     def _policy(self, msg: Msg) -> RetryPolicy:
@@ -253,25 +402,36 @@ class ConsumerWorker:
     async def _process(self, msg: Msg) -> list[Publish]:
         route = self.routes.get(msg.subject)
         if route is None:
-            raise Failure(f"no handler bound to subject {msg.subject!r} on {self.name}", "NoHandler", fatal=True)
+            raise Failure(f"no handler bound to subject {msg.subject!r} on {self.name}", "NoHandler", FATAL)
+        hdrs = msg.headers or {}
+        if headers.ACCEPT_BY in hdrs and headers.stored_too_late(msg, hdrs[headers.ACCEPT_BY]):
+            self.expired += 1
+            event(
+                log,
+                logging.WARNING,
+                "ignored: stored after its producer gave up on it",
+                consumer=self.name,
+                subject=msg.subject,
+                msg_id=hdrs.get("Nats-Msg-Id"),
+            )
+            return []
         try:
             data = codec.loads(msg.data)
         except codec.DecodeError as exc:
-            raise Failure(f"payload is not valid JSON: {exc}", "DecodeError", fatal=True) from None
+            raise Failure(f"payload is not valid JSON: {exc}", "DecodeError", FATAL) from None
         if not isinstance(data, dict):
-            raise Failure(f"payload must be a JSON object, got {type(data).__name__}", "DecodeError", fatal=True)
+            raise Failure(f"payload must be a JSON object, got {type(data).__name__}", "DecodeError", FATAL)
         correlation = data.get(self.key)
         if correlation is None:
-            raise Failure(f"payload lacks its correlation id {self.key!r}", "ValidationError", fatal=True)
+            raise Failure(f"payload lacks its correlation id {self.key!r}", "ValidationError", FATAL)
         if not is_identifier(correlation):
-            raise Failure(f"{self.key} {correlation!r} is not a valid identifier", "ValidationError", fatal=True)
+            raise Failure(f"{self.key} {correlation!r} is not a valid identifier", "ValidationError", FATAL)
         if route.schema is not None:
             error = route.schema.first_error(data)
             if error is not None:
                 where = "/".join(map(str, error.absolute_path)) or "payload"
-                raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", fatal=True)
-        headers = msg.headers or {}
-        event_id = headers.get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
+                raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", FATAL)
+        event_id = hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
         return await route.run(data, msg.subject, event_id)
 
     async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
@@ -329,8 +489,9 @@ class ConsumerWorker:
                 raise RuntimeError("not published")
             await future
         except Exception as exc:
-            # Never lost: leave it to come back and try dead-lettering again.
+            # Never lost: leave it to come back and try dead-lettering again (not an attempt of its own).
             event(log, logging.ERROR, "dead-letter not stored; message kept", subject=msg.subject, error=repr(exc))
+            self.uncounted.add(msg)
             await msg.nak(delay=1.0)
             return
         self.dead_lettered += 1
@@ -346,6 +507,9 @@ class ConsumerWorker:
             reason=str(failure),
         )
         await msg.term()
+        self.uncounted.settled(msg)
+        if self.pull is not None:
+            self.pull.settled(msg.reply, TERM)
 
 
 class TimerWorker(ConsumerWorker):
@@ -372,7 +536,7 @@ class TimerWorker(ConsumerWorker):
             timer = codec.loads(msg.data)
             key, alarm = timer[self.key], float(timer["alarm"])
         except Exception as exc:
-            failure = Failure(f"malformed timer: {exc!r}", "DecodeError", True)
+            failure = Failure(f"malformed timer: {exc!r}", "DecodeError", FATAL)
             await self._finish_dead_letter(msg, failure, await self._dead_letter(msg, failure))
             return
         early = alarm - time.time()
@@ -388,7 +552,7 @@ class TimerWorker(ConsumerWorker):
             event(log, logging.WARNING, "timer retry", key=key, error=repr(exc))
             await msg.nak(delay=1.0)
             return
-        await msg.ack()
+        await self._ack(msg)
         self.processed += 1
 
     def _step(self, record: Any) -> tuple[Any, list[Publish]]:

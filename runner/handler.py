@@ -22,6 +22,11 @@ class FatalError(Exception):
     """A failure no retry can fix (bad input, unknown entity): dead-letter at once."""
 
 
+class OutOfOrder(RetryableError):
+    """The message depends on one not processed yet (a saga event before its start event): held back
+    and retried for the policy's `out_of_order_for` without using up attempts, then dead-lettered."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A handler's result: an outcome name (mapped to a subject by `emits:`) and its payload."""

@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from runner import codec
-from runner.config import resolve
-from runner.deadletter import H_CORRELATION
+from runner import codec, jsonbody
+from runner.dotted import resolve
+from runner.http_guard import (
+    BODY_TIMEOUT,
+    BROKER_UNAVAILABLE,
+    CLIENT_ERRORS,
+    PROTOCOL_LOG,
+    READ_DEADLINE,
+    RETRY_AFTER_SECONDS,
+    WRITE_BACKSTOP,
+    add_security_headers,
+    clip,
+    is_json,
+    unreadable_body_message,
+)
+from runner.intake import IdempotencyMismatch, Intake, NotAccepted, key_for, request_digest
 from runner.logs import event
 from runner.model import ServiceSpec
 from runner.saga import iso, public_view
@@ -28,14 +42,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowrun.http")
 
 MAX_BODY = 1024 * 1024
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 RUNTIME = web.AppKey("runtime", object)
 
 
-def error(status: int, message: str, field: str | None = None) -> web.Response:
+def error(status: int, message: str, field: str | None = None, retry_after: int | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field is not None:
         body["field"] = field
-    return web.json_response(body, status=status, dumps=lambda v: codec.dumps(v).decode())
+    extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response(body, status=status, dumps=lambda v: codec.dumps(v).decode(), headers=extra)
 
 
 def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -45,7 +61,7 @@ def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> w
 def field_path(path: Any) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{clip(part)}" if out else clip(part))
     return out
 
 
@@ -65,16 +81,20 @@ def _schema_message(err: Any) -> tuple[str, str]:
         return f"{name} must be 1-64 letters, digits, '-' or '_' (no '.', '*', '>' or spaces)", name
     if err.validator == "minItems":
         return f"{name} must not be empty", name
+    if err.validator == "maxItems":
+        return f"{name} must have at most {err.validator_value} items", name
     if err.validator in ("minimum", "exclusiveMinimum") and isinstance(err.instance, (int, float)):
         return f"{name} must be at least {err.validator_value}", name
+    if err.validator in ("maximum", "exclusiveMaximum") and isinstance(err.instance, (int, float)):
+        return f"{name} must be at most {err.validator_value}", name
     if err.validator == "type" and err.validator_value == "integer":
         return f"{name} must be a positive integer", name
-    return f"{name}: {err.message}", name
+    if err.validator == "type":
+        return f"{name} must be of type {err.validator_value}", name
+    return f"{name}: {clip(err.message)}", name  # jsonschema's messages quote the value: clipped
 
 
 class OrdersApi:
-    PUBLISH_TIMEOUT = 5.0
-
     def __init__(self, runtime: Runtime, service: ServiceSpec):
         http = service.http
         assert http is not None
@@ -84,23 +104,36 @@ class OrdersApi:
         self.bucket = runtime.buckets[self.saga.bucket] if self.saga else None
         self.accept = resolve(runtime.config.root, http.accept) if http.accept else None
         self.validator = PayloadValidator(http.body_schema) if http.body_schema else None
+        publisher = runtime.publisher
+        assert publisher is not None
+        self.intake: Intake | None = None
+        if self.machine is not None and self.bucket is not None:
+            self.intake = Intake(self.machine, self.bucket, publisher, deadline=http.deadline)
         self.views = {
             name: (runtime.buckets[v.bucket], resolve(runtime.config.root, v.view)) for name, v in http.views.items()
         }
 
     async def create(self, request: web.Request) -> web.Response:
-        if self.saga is None or self.machine is None or self.bucket is None or self.accept is None:
+        if self.saga is None or self.intake is None or self.accept is None:
             return error(404, "this service does not accept new instances")
+        if not is_json(request):
+            return error(415, "Content-Type must be application/json (UTF-8)", "Content-Type")
         try:
-            raw = await request.read()
+            async with asyncio.timeout(BODY_TIMEOUT):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"request body exceeds {MAX_BODY} bytes")
+        except TimeoutError:
+            return error(408, f"request body not received within {BODY_TIMEOUT:g}s")
         if not raw.strip():
             return error(400, "request body is empty; send a JSON object")
         try:
-            body = codec.loads(raw)
-        except codec.DecodeError as exc:
-            return error(400, f"request body is not valid JSON: {exc}")
+            body = jsonbody.loads(raw)
+        except jsonbody.DuplicateKeyError as exc:
+            where = f"duplicate key {clip(exc.key)!r}" if exc.key is not None else "a duplicate key"
+            return error(400, f"request body has {where}: each key may appear once per object")
+        except jsonbody.DecodeError as exc:
+            return error(400, f"request body is not valid JSON: {clip(exc)}")
         if not isinstance(body, dict):
             return error(400, f"request body must be a JSON object, not {type(body).__name__}")
         if self.validator is not None:
@@ -109,34 +142,26 @@ class OrdersApi:
                 message, field = _schema_message(err)
                 return error(422, message, field)
         key_field = self.saga.key
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            return error(400, "Idempotency-Key must be 1-255 printable ASCII characters", "Idempotency-Key")
+        new_key = key_for(idempotency_key, self.saga.name) if idempotency_key else str(uuid.uuid4())
         try:
-            data = self.accept(body, str(uuid.uuid4()))
+            data = self.accept(body, new_key)
         except ValueError as exc:
             return error(422, str(exc))
-        key = data[key_field]
-        event_id = f"{key}.{self.saga.start_on}"
-        record = self.machine.start(key, data, event_id)
-        # Both writes go out at once: the instance (so GET works at once) and the start event. The
-        # event is what matters: the saga creates the instance from it if the first write is lost.
-        publisher = self.rt.publisher
-        assert publisher is not None
+        digest = request_digest(body) if idempotency_key else None
         try:
-            async with asyncio.timeout(self.PUBLISH_TIMEOUT):
-                stored = await self.bucket.send_create(key, record)
-                sent = await publisher.publish(
-                    self.saga.start_on, codec.dumps(data), {"Nats-Msg-Id": event_id, H_CORRELATION: key}
-                )
-                await asyncio.wait((stored, sent))
-            sent.result()
-        except Exception as exc:
-            event(log, logging.ERROR, "publish failed; order not accepted", orderId=key, error=repr(exc))
-            try:
-                await self.bucket.kv.delete(key)
-            except Exception:  # best effort: the record alone would stay pending, visibly
-                pass
-            return error(503, "the order could not be stored; try again")
+            started = await self.intake.start(data[key_field], data, digest)
+        except IdempotencyMismatch as exc:
+            return error(422, str(exc), "Idempotency-Key")
+        except NotAccepted as exc:
+            event(log, logging.WARNING, "start not accepted", key=data[key_field], reason=str(exc))
+            return error(503, f"not accepted: {exc}; nothing was started, retry", retry_after=1)
+        key = started.key
         location = f"{request.path.rstrip('/')}/{key}"
-        return ok({key_field: key, "status": record["state"]}, status=202, headers={"Location": location})
+        reply_headers = {"Location": location, **({"Idempotent-Replayed": "true"} if started.replayed else {})}
+        return ok({key_field: key, "status": started.record["state"]}, status=202, headers=reply_headers)
 
     async def _record(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
         key = request.match_info["key"]
@@ -175,7 +200,7 @@ class OrdersApi:
     async def view(self, request: web.Request) -> web.Response:
         name, key = request.match_info["view"], request.match_info["key"]
         if name not in self.views:
-            return error(404, f"no such resource: {name}")
+            return error(404, f"no such resource: {clip(name)}")
         if not is_identifier(key):
             return error(400, "invalid id: use letters, digits, '-' or '_'", "id")
         bucket, shape = self.views[name]
@@ -188,24 +213,56 @@ class OrdersApi:
         healthy, body = self.rt.health()
         return ok(body, status=200 if healthy else 503)
 
+    async def ready(self, request: web.Request) -> web.Response:
+        is_ready, body = self.rt.readiness()
+        return ok(body, status=200 if is_ready else 503)
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own errors (404, 405, 413) as JSON; an unexpected failure as a JSON 500."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status == 413:
-            return error(413, f"request body exceeds {MAX_BODY} bytes")
-        return error(exc.status, exc.reason)
-    except Exception as exc:
-        event(log, logging.ERROR, "request failed", path=request.path, error=repr(exc))
-        return error(500, "internal error")
+
+def json_errors(write_deadline: float) -> Any:
+    """Every answer JSON, and within a deadline: aiohttp's own errors (404, 405, 413), a body the
+    client mangled (400), NATS not answering (503 with Retry-After), and only a bug of ours as a 500.
+
+    Reads are given up early (READ_DEADLINE). Writes get the body's timeout and the intake's own
+    deadline plus a backstop: the intake answers by itself within those and knows what a given-up
+    write means, so cutting it short could only make the answer less true.
+    """
+    read_deadline = min(READ_DEADLINE, write_deadline)
+    write_backstop = BODY_TIMEOUT + write_deadline + WRITE_BACKSTOP
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        deadline = read_deadline if request.method in ("GET", "HEAD") else write_backstop
+        try:
+            async with asyncio.timeout(deadline):
+                return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return error(413, f"request body exceeds {MAX_BODY} bytes")
+            return error(exc.status, exc.reason)
+        except CLIENT_ERRORS as exc:  # aiohttp logs it once more, through PROTOCOL_LOG: no line of ours
+            return error(400, unreadable_body_message(exc))
+        except BROKER_UNAVAILABLE as exc:
+            event(log, logging.INFO, "request not answered: NATS unavailable", path=clip(request.path), error=repr(exc))
+            return error(503, "NATS is not answering; try again", retry_after=RETRY_AFTER_SECONDS)
+        except Exception as exc:
+            event(log, logging.ERROR, "request failed", path=clip(request.path), error=repr(exc))
+            return error(500, "internal error")
+
+    return middleware
 
 
 def build_app(runtime: Runtime, service: ServiceSpec) -> web.Application:
+    assert service.http is not None
     api = OrdersApi(runtime, service)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors(service.http.deadline)])
+    app.on_response_prepare.append(add_security_headers)
+    if api.intake is not None:
+        intake = api.intake
+
+        async def close_intake(_: web.Application) -> None:
+            await intake.close()
+
+        app.on_cleanup.append(close_intake)
     base = f"/api/{api.saga.name}s" if api.saga else "/api/orders"
     app.add_routes(
         [
@@ -214,6 +271,7 @@ def build_app(runtime: Runtime, service: ServiceSpec) -> web.Application:
             web.get(base + "/{key}/events", api.events),
             web.get("/api/{view}/{key}", api.view),
             web.get("/healthz", api.health),
+            web.get("/readyz", api.ready),
         ]
     )
     return app
@@ -222,12 +280,12 @@ def build_app(runtime: Runtime, service: ServiceSpec) -> web.Application:
 async def start_http(runtime: Runtime, service: ServiceSpec, port: int | None) -> tuple[web.AppRunner, str]:
     assert service.http is not None
     app = build_app(runtime, service)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=PROTOCOL_LOG)
     await runner.setup()
     host = service.http.host
     site = web.TCPSite(runner, host, service.http.port if port is None else port, reuse_address=True)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    bound = runner.addresses[0][1]  # the port actually bound (port 0 picks a free one)
     url = f"http://{host}:{bound}"
     event(log, logging.INFO, "http listening", service=service.name, url=url)
     return runner, url

@@ -1,12 +1,29 @@
-"""Human-readable stream and consumer info: what `nats stream info` / `nats consumer info` show."""
+"""Human-readable stream and consumer info: what `nats stream info` / `nats consumer info` show.
+
+On a cluster it adds each replica's health. nats-server flags a replica `offline` only once it knows the server is
+gone (a clean shutdown); a crashed one just stops answering, so a replica not heard from for UNSEEN_AFTER seconds
+(three missed raft heartbeats, which nats-server sends every second) is shown offline too.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import ClusterInfo, PeerInfo
+from nats.js.errors import ServiceUnavailableError
 
 from runner.units import human_seconds
+
+T = TypeVar("T")
+UNSEEN_AFTER = 3.0
+
+
+class Leaderless(Exception):
+    """Nobody leads the stream or consumer right now, so nothing can answer for it (one line for the CLI)."""
 
 
 def _size(n: int | None) -> str:
@@ -27,8 +44,49 @@ def _val(v: Any) -> Any:
     return v.value if hasattr(v, "value") else v
 
 
+def _leaderless(what: str, why: str) -> Leaderless:
+    return Leaderless(
+        f"{what} has no leader right now ({why}): an election is in progress or too few of its servers are up; "
+        "try again in a few seconds"
+    )
+
+
+async def _ask(what: str, request: Awaitable[T]) -> T:
+    """A JetStream API request that a leaderless stream leaves unanswered (timeout) or refuses (503)."""
+    try:
+        return await request
+    except (NatsTimeoutError, TimeoutError, NoRespondersError):
+        raise _leaderless(what, "no answer") from None
+    except ServiceUnavailableError as exc:
+        raise _leaderless(what, exc.description or "JetStream unavailable") from None
+
+
+def _replica(peer: PeerInfo) -> dict[str, Any]:
+    unseen = (peer.active or 0) / 1e9
+    return {
+        "name": peer.name,
+        "current": bool(peer.current),
+        "offline": bool(peer.offline) or unseen > UNSEEN_AFTER,
+        "lag": peer.lag or 0,
+        "seen": f"{unseen:.1f}s ago",
+    }
+
+
+def _cluster(what: str, info: ClusterInfo | None) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    if not info.leader:
+        raise _leaderless(what, "no leader elected")
+    replicas = info.replicas or []
+    return {
+        "leader": info.leader,
+        "replicas": [r.name for r in replicas],
+        "replica_state": [_replica(r) for r in replicas],
+    }
+
+
 async def stream_info(js: JetStreamContext, name: str) -> dict[str, Any]:
-    info = await js.stream_info(name)
+    info = await _ask(f"stream {name}", js.stream_info(name))
     c, s = info.config, info.state
     return {
         "name": c.name,
@@ -53,14 +111,12 @@ async def stream_info(js: JetStreamContext, name: str) -> dict[str, Any]:
             "consumers": s.consumer_count,
             "deleted": s.deleted if isinstance(s.deleted, int) else len(s.deleted or []),
         },
-        "cluster": {"leader": info.cluster.leader, "replicas": [r.name for r in info.cluster.replicas or []]}
-        if info.cluster
-        else None,
+        "cluster": _cluster(f"stream {name}", info.cluster),
     }
 
 
 async def consumer_info(js: JetStreamContext, stream: str, name: str) -> dict[str, Any]:
-    info = await js.consumer_info(stream, name)
+    info = await _ask(f"consumer {stream}/{name}", js.consumer_info(stream, name))
     c = info.config
     return {
         "stream": info.stream_name,
@@ -80,6 +136,7 @@ async def consumer_info(js: JetStreamContext, stream: str, name: str) -> dict[st
             "delivered": {"consumer_seq": info.delivered.consumer_seq, "stream_seq": info.delivered.stream_seq},
             "ack_floor": {"consumer_seq": info.ack_floor.consumer_seq, "stream_seq": info.ack_floor.stream_seq},
         },
+        "cluster": _cluster(f"consumer {stream}/{name}", info.cluster),
     }
 
 
@@ -91,6 +148,9 @@ def render(info: dict[str, Any], indent: int = 0) -> str:
         if isinstance(value, dict):
             lines.append(f"{pad}{label}:")
             lines.append(render(value, indent + 1))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{pad}{label}:")  # records, one line each
+            lines += [f"{pad}  " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in row.items()) for row in value]
         elif isinstance(value, list):
             lines.append(f"{pad}{label}: {', '.join(map(str, value)) or '-'}")
         elif value is not None:

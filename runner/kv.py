@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from runner import codec
 from runner.handler import RetryableError
-from runner.jspub import WRONG_LAST_SEQUENCE, Publisher, PublishError
+from runner.jspub import WRONG_LAST_SEQUENCE, Publisher, PublishError, Unavailable
 
 T = TypeVar("T")
 
@@ -74,6 +74,9 @@ class Bucket:
         if not reply.data and headers.get("Status") == "404":
             return None, 0
         if "Status" in headers and not reply.data:
+            status = headers.get("Status")
+            if status in ("503", "408"):  # no responders (no leader yet), or the server timed out
+                raise Unavailable(f"{self.name}/{key}: KV read unavailable (status {status})", int(status))
             raise RetryableError(f"{self.name}/{key}: direct get failed: {headers}")
         revision = int(headers.get("Nats-Sequence", "0"))
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
@@ -91,17 +94,24 @@ class Bucket:
         """Drop a cached value that will not be needed soon (e.g. a finished saga instance)."""
         self._cache.pop(key, None)
 
-    async def send_create(self, key: str, value: Any) -> asyncio.Future[dict[str, Any]]:
-        """Send a create-if-absent now; the future resolves to its PubAck (pipelined, no read)."""
+    async def create(self, key: str, value: Any, revision: int = 0) -> int:
+        """Store a value where the key is absent (revision 0) or was deleted at `revision`; raises
+        Conflict if it exists. The value is cached, so the next mutate of the key needs no read."""
         raw = codec.dumps(value)
-        future = await self.publisher.publish(self._subject + key, raw, {"Nats-Expected-Last-Subject-Sequence": "0"})
+        stored = await self._write(key, raw, revision)
+        self._remember(key, raw, stored)
+        return stored
 
-        def remember(done: asyncio.Future[dict[str, Any]]) -> None:
-            if not done.cancelled() and done.exception() is None:  # the next mutate needs no read
-                self._remember(key, raw, done.result()["seq"])
-
-        future.add_done_callback(remember)
-        return future
+    async def delete(self, key: str, revision: int) -> None:
+        """Delete the key if it is still at `revision`; raises Conflict if it changed."""
+        self._cache.pop(key, None)
+        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision)}
+        try:
+            await (await self.publisher.publish(self._subject + key, b"", headers))
+        except PublishError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise Conflict(f"{self.name}/{key} changed concurrently") from exc
+            raise
 
     async def _write(self, key: str, raw: bytes, revision: int) -> int:
         """Compare-and-set: store `raw` if the key is still at `revision` (0: absent)."""
@@ -150,7 +160,11 @@ class Bucket:
             elif guessed:
                 raw, revision = None, 0
             else:
-                raw, revision = await self._read(key)
+                try:
+                    raw, revision = await self._read(key)
+                except Exception as exc:  # unavailable: every queued caller hears it, none waits forever
+                    self._fail_all(batch, exc)
+                    return
             value = codec.loads(raw) if raw else None
             applied = self._apply(batch, value, guessed)
             if applied is None:  # a mutation objected to our guess of "absent": read the real value

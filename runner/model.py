@@ -9,7 +9,9 @@ from typing import Any
 
 from nats.js import api
 
+from runner.connection import ConnectionSpec
 from runner.units import human_seconds
+from runner.yamlsrc import Location
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class RetryPolicy:
     jitter: str = "full"
     retry_on: tuple[str, ...] = ()
     fatal_on: tuple[str, ...] = ()
+    outage_budget: float = 60.0  # JetStream unavailable: quick retries this long, then at max_delay
+    out_of_order_for: float = 120.0  # an event before the one it depends on is held back this long
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Delay before attempt `attempt + 1`, after `attempt` (1-based) failed."""
@@ -151,6 +155,7 @@ class HttpSpec:
     accept: str | None = None
     body_schema: dict[str, Any] | None = None
     views: dict[str, ViewSpec] = field(default_factory=dict)
+    deadline: float = 10.0  # a request is answered within this (plus a short grace for a late ack)
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,7 @@ class ServiceSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     http: HttpSpec | None = None
     description: str | None = None
+    kv: tuple[str, ...] = ()  # buckets its handlers use: what `flowrun permissions` lets it write
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class StateSpec:
     terminal: bool = False
     timeout: TimeoutSpec | None = None
     on: dict[str, Transition] = field(default_factory=dict)
+    awaits: str | None = None  # the step in flight in this state: compensated too when the state times out
 
 
 @dataclass(frozen=True)
@@ -260,6 +267,10 @@ class Config:
     buckets: dict[str, BucketSpec]
     messages: dict[str, dict[str, Any]]
     data: dict[str, dict[str, Any]]
+    # where each stream's and bucket's replicas are written (("streams" | "kv", name) → position), for checks
+    # against a live cluster
+    replicas_at: dict[tuple[str, str], Location] = field(default_factory=dict)
+    connection: ConnectionSpec | None = None  # streams.yaml's `connection:` block, below flags, env and context
 
     def consumers(self) -> list[ConsumerSpec]:
         return [c for s in self.services.values() for c in s.consumers.values()]

@@ -2,7 +2,8 @@
 
 We diff the desired model against what the server has. Changes JetStream accepts in place are
 applied; changes it refuses (storage, retention, ...) are reported as drift and left alone: the
-operator decides, because recreating a stream deletes its messages.
+operator decides, because recreating a stream deletes its messages. Fewer replicas than the server has
+is drift too unless explicitly allowed: a missing FLOWRUN_REPLICAS must not quietly drop copies of the data.
 """
 
 from __future__ import annotations
@@ -99,28 +100,21 @@ def timer_consumer(saga: SagaSpec, service: ServiceSpec) -> ConsumerSpec:
     )
 
 
-def consumer_config(spec: ConsumerSpec, max_deliver: int) -> api.ConsumerConfig:
+def consumer_config(spec: ConsumerSpec) -> api.ConsumerConfig:
+    """No server-side delivery limit: the runner dead-letters a message itself after `max_attempts`
+    deliveries that failed through its own fault. Deliveries during an outage do not count, so a
+    server limit would silently abandon messages that were only waiting out an election."""
     return api.ConsumerConfig(
         durable_name=spec.durable,
         description=spec.description,
         deliver_policy=api.DeliverPolicy.ALL,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=spec.ack_wait,
-        max_deliver=max_deliver,
+        max_deliver=-1,
         filter_subjects=list(spec.filter_subjects),
         max_ack_pending=spec.max_ack_pending,
         max_waiting=512,
     )
-
-
-def max_deliver_for(config: Config, spec: ConsumerSpec) -> int:
-    """The runner dead-letters at max_attempts itself; the server's limit sits a little above it so a
-    failed dead-letter publish can still be retried instead of the server silently giving up."""
-    if spec.durable.endswith("-timers") and spec.stream in {s.timer_stream for s in config.sagas.values()}:
-        return -1  # timers are redelivered (nak with delay) until they are due
-    service = config.services[spec.service]
-    attempts = [b.retry.max_attempts for b in service.bindings] + [service.retry.max_attempts]
-    return max(attempts) + 3
 
 
 def desired_consumers(config: Config) -> list[ConsumerSpec]:
@@ -159,24 +153,43 @@ def _describe(diff: dict[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in diff.items())
 
 
-async def plan_and_apply(js: JetStreamContext, config: Config, mode: str = "create", dry_run: bool = False) -> Plan:
+REPLICA_DECREASE = "fewer than the server has: not applied; --allow-replica-decrease lowers them"
+
+
+def _replica_decrease(diff: dict[str, tuple[Any, Any]], allowed: bool) -> dict[str, tuple[Any, Any]]:
+    """The replicas change of `diff` if it lowers them and that is not allowed; it is drift, not an update."""
+    old, new = diff.get("replicas", (None, None))
+    if allowed or not isinstance(old, int) or not isinstance(new, int) or new >= old:
+        return {}
+    return {"replicas": (old, new)}
+
+
+async def plan_and_apply(
+    js: JetStreamContext,
+    config: Config,
+    mode: str = "create",
+    dry_run: bool = False,
+    allow_replica_decrease: bool = False,
+) -> Plan:
     """Compare and (unless dry_run or verify) apply. Mode `off` does nothing."""
     plan = Plan()
     if mode == "off":
         return plan
     apply = mode == "create" and not dry_run
     for stream in config.streams.values():
-        await _stream(js, stream, plan, apply)
+        await _stream(js, stream, plan, apply, allow_replica_decrease)
     for bucket in config.buckets.values():
-        await _bucket(js, bucket, plan, apply)
+        await _bucket(js, bucket, plan, apply, allow_replica_decrease)
     for spec in desired_consumers(config):
-        await _consumer(js, spec, max_deliver_for(config, spec), plan, apply)
+        await _consumer(js, spec, plan, apply)
     for bucket_name, entries in config.data.items():
         await _seed(js, bucket_name, entries, plan, apply)
     return plan
 
 
-async def _stream(js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: bool) -> None:
+async def _stream(
+    js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: bool, allow_replica_decrease: bool
+) -> None:
     desired = spec.to_nats()
     what = f"stream {spec.name}"
     try:
@@ -188,15 +201,18 @@ async def _stream(js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: boo
         return
     diff = _diff(info.config, desired, _STREAM_FIELDS)
     frozen = {k: v for k, v in diff.items() if k in _IMMUTABLE_STREAM}
-    mutable = {k: v for k, v in diff.items() if k not in _IMMUTABLE_STREAM}
+    held = _replica_decrease(diff, allow_replica_decrease)
+    mutable = {k: v for k, v in diff.items() if k not in _IMMUTABLE_STREAM and k not in held}
     if frozen:
         plan.changes.append(
             Change("drift", what, _describe(frozen) + " (cannot change in place; not applied, data kept)")
         )
+    if held:
+        plan.changes.append(Change("drift", what, f"{_describe(held)} ({REPLICA_DECREASE})"))
     if mutable:
         plan.changes.append(Change("update", what, _describe(mutable)))
         if apply:
-            for key in frozen:  # keep what cannot change, apply the rest
+            for key in (*frozen, *held):  # keep what may not change, apply the rest
                 attr = next(a for a, label in _STREAM_FIELDS.items() if label == key)
                 setattr(desired, attr, getattr(info.config, attr))
             await js.update_stream(desired)
@@ -204,7 +220,9 @@ async def _stream(js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: boo
         plan.changes.append(Change("ok", what))
 
 
-async def _bucket(js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: bool) -> None:
+async def _bucket(
+    js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: bool, allow_replica_decrease: bool
+) -> None:
     what = f"kv {spec.name}"
     try:
         info = await js.stream_info(f"KV_{spec.name}")
@@ -223,24 +241,29 @@ async def _bucket(js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: boo
         )
         if old != new
     }
+    held = _replica_decrease(diff, allow_replica_decrease)
+    diff = {k: v for k, v in diff.items() if k not in held}
     storage = _norm(have.storage)
     if storage != spec.storage:
         plan.changes.append(
             Change("drift", what, f"storage {storage!r} → {spec.storage!r} (cannot change in place; not applied)")
         )
+    if held:
+        plan.changes.append(Change("drift", what, f"{_describe(held)} ({REPLICA_DECREASE})"))
     if diff:
         plan.changes.append(Change("update", what, _describe(diff)))
         if apply:
             have.max_msgs_per_subject = spec.history
-            have.num_replicas = spec.replicas
+            if not held:
+                have.num_replicas = spec.replicas
             have.max_age = spec.ttl or 0
             await js.update_stream(have)
-    elif storage == spec.storage:
+    elif storage == spec.storage and not held:
         plan.changes.append(Change("ok", what))
 
 
-async def _consumer(js: JetStreamContext, spec: ConsumerSpec, max_deliver: int, plan: Plan, apply: bool) -> None:
-    desired = consumer_config(spec, max_deliver)
+async def _consumer(js: JetStreamContext, spec: ConsumerSpec, plan: Plan, apply: bool) -> None:
+    desired = consumer_config(spec)
     what = f"consumer {spec.stream}/{spec.durable}"
     try:
         info = await js.consumer_info(spec.stream, spec.durable)

@@ -5,6 +5,10 @@ pull requests are kept outstanding up to `max_inflight` messages and topped up a
 frees room. Pulled messages arrive under their own subject, so what is still owed is counted in
 total: +n per request, -1 per message, minus `Nats-Pending-Messages` when the server ends a request
 early (408 expired, 409). Idle heartbeats tell a live server from requests lost on a reconnect.
+
+Acks sent just before a connection drops may never reach the server, which would redeliver those
+messages only after the full ack wait. The last few seconds of acks are kept and sent again after a
+reconnect: acking twice is harmless, a stall of `ack_wait` is not.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ log = logging.getLogger("flowrun.pull")
 
 _STATUS = "Status"
 _PENDING = "Nats-Pending-Messages"
+ACK, TERM = b"+ACK", b"+TERM"
 
 
 class ConsumerGone(Exception):
@@ -42,6 +47,7 @@ class PullStream:
         max_inflight: int,
         expires: float = 30.0,
         heartbeat: float = 5.0,
+        resend_window: float = 5.0,
     ):
         self.nc = nc
         self.stream = stream
@@ -62,6 +68,9 @@ class PullStream:
         self._last_seen = time.monotonic()
         self._stopping = False
         self.error: Exception | None = None
+        self.resend_window = resend_window
+        self._settled: deque[tuple[float, str, bytes]] = deque(maxlen=50_000)  # (monotonic, reply, ack kind)
+        self._disconnected_at: float | None = None
 
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox()
@@ -160,14 +169,31 @@ class PullStream:
             self._last_seen = now
         await self._top_up()
 
+    def settled(self, reply: str, kind: bytes) -> None:
+        """An ack or term was sent for this delivery: remember it for a while, in case it is lost."""
+        self._settled.append((time.monotonic(), reply, kind))
+
+    def disconnected(self) -> None:
+        self._disconnected_at = time.monotonic()
+
     async def reconnected(self) -> None:
         """After a reconnect our open requests may be gone (a restarted server forgets them): ask
         again now instead of waiting for the heartbeat check. Over-asking is bounded by the server's
-        max_ack_pending."""
+        max_ack_pending. Acks sent shortly before the connection dropped are sent again."""
         self._owed = 0
         self._sizes.clear()
         self._last_seen = time.monotonic()
+        await self._resend_recent_acks()
         await self._top_up()
+
+    async def _resend_recent_acks(self) -> None:
+        since = (self._disconnected_at or time.monotonic()) - self.resend_window
+        recent = [(reply, kind) for at, reply, kind in self._settled if at >= since]
+        self._settled.clear()
+        for reply, kind in recent:
+            await self.nc.publish(reply, kind)
+        if recent:
+            log.info("re-sent %d acks of %s/%s after a reconnect", len(recent), self.stream, self.durable)
 
     async def stop(self) -> list[Msg]:
         """Stop asking; hand back queued messages (nak) so other instances get them at once."""

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.handler import FatalError
+from runner.handler import OutOfOrder
 from runner.model import SagaSpec, Transition
 
 COMPENSATING = "compensating"
@@ -97,7 +97,7 @@ class SagaMachine:
         key = data[self.spec.key]
         if record is None:
             if subject != self.spec.start_on:
-                raise FatalError(
+                raise OutOfOrder(
                     f"unknown {self.spec.name} instance {key!r}: {subject} arrived before {self.spec.start_on}"
                 )
             record = self.start(key, data, event_id)
@@ -141,10 +141,15 @@ class SagaMachine:
             record["reason"] = reason
             self._enter(record, self.spec.compensation_failed_state)
             return Decision(record, note="compensation failed")
-        timeout = self.spec.states[state].timeout
+        state_spec = self.spec.states[state]
+        timeout = state_spec.timeout
         assert timeout is not None
         reason = timeout.reason or f"timed out in state {state}"
         record["history"].append(self._entry(TIMEOUT_SUBJECT, {"state": state, "reason": reason}, event_id))
+        # The step this state waits on may have taken effect with its answer lost or late: undo it too
+        # (compensations are idempotent, and one that finds nothing to undo leaves a tombstone).
+        if timeout.compensate and state_spec.awaits and state_spec.awaits not in record["steps"]:
+            record["steps"].append(state_spec.awaits)
         transition = Transition(goto=timeout.goto, compensate=timeout.compensate, reason=reason)
         return self._transition(record, transition, {}, event_id)
 

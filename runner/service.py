@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from runner.config import resolve
+from runner.connection import ConnectionSpec, log_nats_error
 from runner.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
+from runner.dotted import resolve
 from runner.handler import Context
-from runner.jspub import Publisher
+from runner.jspub import JetStreamProbe, Publisher
 from runner.kv import Bucket
 from runner.logs import event
 from runner.model import Config, ServiceSpec
@@ -38,6 +38,7 @@ class ProvisionError(Exception):
 @dataclass
 class RuntimeOptions:
     provision: str = "create"  # create | verify | off
+    allow_replica_decrease: bool = False  # else fewer replicas than the server has is drift, not applied
     http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
     restart_delay: float = 1.0
 
@@ -54,7 +55,7 @@ class _Supervised:
 class Runtime:
     config: Config
     services: list[str]
-    nats_url: str
+    connection: ConnectionSpec | str  # a plain URL string is read as ConnectionSpec.from_url
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
     nc: Client | None = None
     js: JetStreamContext | None = None
@@ -64,7 +65,12 @@ class Runtime:
     supervised: list[_Supervised] = field(default_factory=list)
     http_runners: list[Any] = field(default_factory=list)
     http_urls: list[str] = field(default_factory=list)
+    jetstream_probe: JetStreamProbe | None = None
     _stopping: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.connection, str):
+            self.connection = ConnectionSpec.from_url(self.connection)
 
     @property
     def correlation_key(self) -> str:
@@ -74,18 +80,25 @@ class Runtime:
         unknown = [s for s in self.services if s not in self.config.services]
         if unknown:
             raise ValueError(f"unknown service(s): {', '.join(unknown)}; declared: {', '.join(self.config.services)}")
-        self.nc = await nats.connect(
-            self.nats_url,
+        assert isinstance(self.connection, ConnectionSpec)
+        self.nc = await self.connection.connect(
             name=f"flowrun:{','.join(self.services)}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            # A stalled or cut-off server is noticed in ~15 s (not nats-py's 4 min), so the client
+            # fails over to another node of the cluster.
+            ping_interval=5,
+            max_outstanding_pings=3,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnect,
             reconnected_cb=self._on_reconnect,
         )
         self.js = self.nc.jetstream()
         self.publisher = await Publisher(self.nc).start()
-        plan = await plan_and_apply(self.js, self.config, self.options.provision)
+        self.jetstream_probe = JetStreamProbe(self.publisher).start()
+        plan = await plan_and_apply(
+            self.js, self.config, self.options.provision, allow_replica_decrease=self.options.allow_replica_decrease
+        )
         if self.options.provision == "verify" and (plan.pending or plan.drift):
             raise ProvisionError(
                 "server does not match the YAML:\n" + "\n".join(str(c) for c in plan.pending + plan.drift)
@@ -165,21 +178,46 @@ class Runtime:
                 await asyncio.sleep(self.options.restart_delay)
                 sup.worker._stopping = False
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        connected = bool(self.nc and self.nc.is_connected)
-        consumers = {
+    def _consumers(self) -> dict[str, dict[str, Any]]:
+        return {
             s.worker.name: {
                 "ready": s.worker.ready,
                 "processed": s.worker.processed,
                 "retried": s.worker.retried,
                 "deadLettered": s.worker.dead_lettered,
                 "restarts": s.restarts,
+                **({"outageSeconds": round(s.worker.outage.lasted(), 1)} if s.worker.outage.active() else {}),
                 **({"lastError": s.last_error} if s.last_error else {}),
             }
             for s in self.supervised
         }
-        ok = connected and all(c["ready"] for c in consumers.values()) and not self._stopping
-        return ok, {"status": "ok" if ok else "unavailable", "connected": connected, "consumers": consumers}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the process works (its consumer loops run). A NATS outage does not make it
+        unhealthy (restarting would not help); it makes it unready."""
+        consumers = self._consumers()
+        alive = not self._stopping and all(s.task is not None and not s.task.done() for s in self.supervised)
+        connected = bool(self.nc and self.nc.is_connected)
+        return alive, {"status": "ok" if alive else "failing", "connected": connected, "consumers": consumers}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: connected, JetStream answering, every consumer bound and out of any outage."""
+        connected = bool(self.nc and self.nc.is_connected)
+        consumers = self._consumers()
+        problems = []
+        if self._stopping:
+            problems.append("stopping")
+        if not connected:
+            problems.append("not connected to NATS")
+        if self.jetstream_probe is not None and not self.jetstream_probe.ok:
+            problems.append(f"JetStream not answering: {self.jetstream_probe.error}")
+        problems += [f"consumer {name} not bound" for name, c in consumers.items() if not c["ready"]]
+        problems += [f"consumer {name}: JetStream unavailable" for name, c in consumers.items() if "outageSeconds" in c]
+        body: dict[str, Any] = {"status": "ready" if not problems else "unavailable", "connected": connected}
+        if problems:
+            body["problems"] = problems
+        body["consumers"] = consumers
+        return not problems, body
 
     async def stop(self) -> None:
         """Stop fetching, finish in-flight work and its acks, then drain the connection."""
@@ -206,6 +244,8 @@ class Runtime:
                 retried=w.retried,
                 dead_lettered=w.dead_lettered,
             )
+        if self.jetstream_probe is not None:
+            self.jetstream_probe.stop()
         if self.publisher is not None:
             await self.publisher.close()
         if self.nc is not None and not self.nc.is_closed:
@@ -215,9 +255,14 @@ class Runtime:
                 await self.nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        event(log, logging.WARNING, "nats error", error=repr(exc))
+        log_nats_error(log, exc)
 
     async def _on_disconnect(self) -> None:
+        if self.publisher is not None:
+            self.publisher.connection_lost()
+        for sup in self.supervised:
+            if sup.worker.pull is not None:
+                sup.worker.pull.disconnected()
         if not self._stopping:
             event(log, logging.WARNING, "nats disconnected")
 

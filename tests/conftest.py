@@ -20,6 +20,7 @@ import nats
 import pytest
 import pytest_asyncio
 
+from runner.cluster import EmbeddedCluster
 from runner.config import load_or_raise
 from runner.embedded import EmbeddedServer, free_port
 from runner.service import Runtime, RuntimeOptions
@@ -39,6 +40,13 @@ TERMINAL = {"completed", "cancelled", "compensation_failed"}
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     with EmbeddedServer(data_dir=tmp_path / "nats", log_file=str(tmp_path / "nats.log")) as server:
         yield server
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    """Three routed nats-servers (n1..n3) with JetStream and a meta leader elected; stores in tmp_path/cluster."""
+    with EmbeddedCluster(3, data_dir=tmp_path / "cluster") as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -122,6 +130,7 @@ class ServiceProcess:
         log_path: Path,
         http_port: int | None = None,
         env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         args = [
             sys.executable,
@@ -138,6 +147,7 @@ class ServiceProcess:
         ]
         if http_port is not None:
             args += ["--http-port", str(http_port)]
+        args += extra_args
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
@@ -182,6 +192,7 @@ def spawn(tmp_path: Path) -> Iterator:
     procs: list[ServiceProcess] = []
 
     def _spawn(service: str, nats_url: str, config_dir: Path = ROOT, wait: bool = True, **kw) -> ServiceProcess:
+        kw.setdefault("http_port", 0)  # an API on a free port: never the shared default 5100
         proc = ServiceProcess(service, nats_url, config_dir, tmp_path / f"{service}-{len(procs)}.log", **kw)
         procs.append(proc)
         return proc.wait_ready() if wait else proc

@@ -58,7 +58,7 @@ def test_up_serves_the_seed_order_and_stops_on_sigterm(tmp_path: Path) -> None:
             if order["status"] == "completed":
                 break
             time.sleep(0.05)
-        assert order["status"] == "completed" and order["total"] == 1059.97
+        assert order["status"] == "completed" and order["total"] == "1059.97"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # clean exit within the ack wait
         output = proc.stdout.read() if proc.stdout else ""

@@ -20,7 +20,7 @@ async def test_seed_order_completes_and_reserves_stock(system: System) -> None:
 
     order = await system.wait_terminal(order_id)
     assert order["status"] == "completed"
-    assert order["total"] == 1059.97
+    assert order["total"] == "1059.97"  # money: a decimal string, exact to the cent
     assert order["customerId"] == "CUST123"
     assert [i["productId"] for i in order["items"]] == ["LAPTOP-001", "MOUSE-001"]
     assert await system.stock("LAPTOP-001") == {"productId": "LAPTOP-001", "available": 49, "reserved": 1}
@@ -84,7 +84,7 @@ async def test_declined_payment_cancels_and_returns_stock_exactly(system: System
     result = await system.wait_terminal(body["orderId"])
     assert result["status"] == "cancelled"
     assert "declined" in result["reason"]
-    assert result["total"] == 5999.94
+    assert result["total"] == "5999.94"
     assert await system.stock("LAPTOP-001") == {"productId": "LAPTOP-001", "available": 50, "reserved": 0}
     _, events = await system.get(f"/api/orders/{body['orderId']}/events")
     subjects = [e["subject"] for e in events]
@@ -111,6 +111,8 @@ async def test_health_reports_ready_consumers(system: System) -> None:
     assert body["connected"] is True
     assert {"order/order-service", "inventory/inventory-service", "payment/payment-service"} <= set(body["consumers"])
     assert all(c["ready"] for c in body["consumers"].values())
+    status, body = await system.get("/readyz")
+    assert status == 200 and body["status"] == "ready", body
 
 
 async def test_unknown_order_is_404_and_bad_id_is_400(system: System) -> None:

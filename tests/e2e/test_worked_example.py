@@ -58,7 +58,7 @@ async def test_shipping_service_from_the_readme(nats_server, js, spawn, config_c
     assert "4 services" in check.stdout
     for service in ("order", "inventory", "payment", "shipping"):
         spawn(service, nats_server.url, config_copy)
-    o = order("LAPTOP-001", quantity=1, price=999.99)
+    o = order("LAPTOP-001", quantity=1, price="999.99")
     await inject(js, [o])
     record = (await wait_terminal(js, [o["orderId"]], within=20))[o["orderId"]]
     assert record["state"] == "completed"

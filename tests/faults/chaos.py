@@ -44,3 +44,10 @@ async def slow_reserve(msg: dict[str, Any], ctx: Context) -> Outcome:
     _record("reserve", msg)
     await asyncio.sleep(float((HERE / "delay").read_text()))
     return await inventory.reserve(msg, ctx)
+
+
+async def charge_answer_lost(msg: dict[str, Any], ctx: Context) -> Outcome:
+    """Charges for real, then fails fatally: the money moved but its answer never reaches the saga."""
+    _record("charge", msg)
+    await payment.charge(msg, ctx)
+    raise FatalError("connection to the card processor dropped after the charge")

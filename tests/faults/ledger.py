@@ -10,23 +10,31 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar
 
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from runner import codec
 
+T = TypeVar("T")
 TERMINAL = {"completed", "cancelled", "compensation_failed"}
 FORWARD = ["orders.created", "orders.inventory.reserved", "orders.payment.requested", "orders.payment.completed"]
 
 
-def order(product: str = "LAPTOP-001", quantity: int = 1, price: float = 10.0, customer: str = "C1") -> dict:
+def order(product: str = "LAPTOP-001", quantity: int = 1, price: str = "10.00", customer: str = "C1") -> dict:
+    """An orders.created payload as the API makes it: money as two-place decimal strings."""
     return {
         "orderId": uuid.uuid4().hex,
         "customerId": customer,
         "items": [{"productId": product, "quantity": quantity, "price": price}],
-        "total": round(quantity * price, 2),
+        "total": f"{Decimal(price) * quantity:.2f}",
     }
 
 
@@ -41,13 +49,28 @@ async def inject(js: JetStreamContext, orders: list[dict]) -> None:
     await asyncio.gather(*futures)
 
 
-async def _get(js: JetStreamContext, bucket: str, key: str) -> dict | None:
-    kv = await js.key_value(bucket)
-    try:
-        entry = await kv.get(key)
-    except KeyNotFoundError:
-        return None
-    return codec.loads(entry.value)
+async def patiently(call: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
+    """A JetStream read that may meet an election (timeouts, no leader): ask again for a while."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def get_record(js: JetStreamContext, bucket: str, key: str) -> dict | None:
+    async def read() -> dict | None:
+        kv = await js.key_value(bucket)
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return codec.loads(entry.value)
+
+    return await patiently(read)
 
 
 async def wait_terminal(js: JetStreamContext, ids: list[str], within: float) -> dict[str, dict | None]:
@@ -57,7 +80,7 @@ async def wait_terminal(js: JetStreamContext, ids: list[str], within: float) -> 
         for order_id in ids:
             rec = records.get(order_id)
             if rec is None or rec["state"] not in TERMINAL:
-                records[order_id] = await _get(js, "ORDER_SAGA", order_id)
+                records[order_id] = await get_record(js, "ORDER_SAGA", order_id)
         if all(r is not None and r["state"] in TERMINAL for r in records.values()) or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.2)
@@ -89,7 +112,7 @@ async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[st
     await quiesce(js, within=15)  # redeliveries still in flight could apply effects after we look
     records = await wait_terminal(js, [o["orderId"] for o in orders], 0)
     result = Audit(orders=len(orders))
-    reserved_by_completed: dict[str, int] = dict.fromkeys(initial_stock, 0)
+    reserved_by_completed: dict[str, int] = defaultdict(int)
     for o in orders:
         oid = o["orderId"]
         rec = records.get(oid)
@@ -102,8 +125,8 @@ async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[st
         for subject in set(consumed):
             if consumed.count(subject) > 1:
                 result.duplicate_effects.append(f"{oid}: {subject} applied {consumed.count(subject)} times")
-        payment = await _get(js, "PAYMENTS", oid)
-        reservation = await _get(js, "RESERVATIONS", oid)
+        payment = await get_record(js, "PAYMENTS", oid)
+        reservation = await get_record(js, "RESERVATIONS", oid)
         if state == "completed":
             if [e["subject"] for e in rec["history"]] != FORWARD:
                 result.duplicate_effects.append(f"{oid}: history {[e['subject'] for e in rec['history']]}")
@@ -119,7 +142,7 @@ async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[st
             if reservation and reservation["state"] in ("reserved", "reserving", "releasing", "failing"):
                 result.duplicate_effects.append(f"{oid}: cancelled but reservation is {reservation['state']}")
     for product, initial in initial_stock.items():
-        stock = await _get(js, "INVENTORY", product)
+        stock = await get_record(js, "INVENTORY", product)
         assert stock is not None
         if stock["available"] + stock["reserved"] != initial:
             result.duplicate_effects.append(
@@ -130,7 +153,7 @@ async def audit(js: JetStreamContext, orders: list[dict], initial_stock: dict[st
                 f"{product}: reserved={stock['reserved']} but completed orders hold {reserved_by_completed[product]}"
             )
     result.redeliveries = await redeliveries(js)
-    result.dead_letters = (await js.stream_info("DLQ")).state.messages
+    result.dead_letters = (await patiently(lambda: js.stream_info("DLQ"))).state.messages
     return result
 
 
@@ -138,7 +161,10 @@ async def quiesce(js: JetStreamContext, within: float) -> None:
     """Wait until no saga consumer has anything pending or unacknowledged."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        infos = [await js.consumer_info("ORDERS", n) for n in ("order-service", "inventory-service", "payment-service")]
+        infos = [
+            await patiently(lambda n=n: js.consumer_info("ORDERS", n))
+            for n in ("order-service", "inventory-service", "payment-service")
+        ]
         if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
             return
         await asyncio.sleep(0.2)
@@ -146,10 +172,10 @@ async def quiesce(js: JetStreamContext, within: float) -> None:
 
 async def redeliveries(js: JetStreamContext) -> int:
     """Deliveries beyond the first, over the saga's consumers: consumer sequence minus distinct messages."""
-    counts = (await js.stream_info("ORDERS", subjects_filter=">")).state.subjects or {}
+    counts = (await patiently(lambda: js.stream_info("ORDERS", subjects_filter=">"))).state.subjects or {}
     total = 0
     for name in ("order-service", "inventory-service", "payment-service"):
-        info = await js.consumer_info("ORDERS", name)
+        info = await patiently(lambda name=name: js.consumer_info("ORDERS", name))
         distinct = sum(n for subject, n in counts.items() if subject in info.config.filter_subjects)
         total += max(0, info.delivered.consumer_seq - distinct)
     return total

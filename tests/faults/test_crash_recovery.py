@@ -19,7 +19,7 @@ def mixed_orders(n: int) -> list[dict]:
     out = []
     for i in range(n):
         if i % 10 == 3:
-            out.append(order("MOUSE-001", quantity=1, price=6000.0))  # declined → compensation
+            out.append(order("MOUSE-001", quantity=1, price="6000.00"))  # declined → compensation
         elif i % 10 == 7:
             out.append(order("GHOST-1"))
         else:

@@ -9,7 +9,7 @@ import pytest
 
 from runner import codec
 from tests.faults.conftest import chaos_calls, edit
-from tests.faults.ledger import audit, inject, order, quiesce, wait_terminal
+from tests.faults.ledger import audit, get_record, inject, order, quiesce, wait_terminal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -80,11 +80,36 @@ async def test_payment_timeout_cancels_and_returns_stock(nats_server, js, spawn,
     spawn("inventory", nats_server.url, fast_config, env=env)  # no payment service: nobody answers
     orders = [order("MOUSE-001", quantity=5) for _ in range(4)]
     await inject(js, orders)
+    await asyncio.sleep(4)  # past the timeout: stock is released at once, the refund waits for payment
+    assert await stock(js, "MOUSE-001") == (200, 0)
+    records = await wait_terminal(js, [o["orderId"] for o in orders], within=0)
+    assert all(r is not None and r["state"] == "compensating" for r in records.values())
+
+    spawn("payment", nats_server.url, fast_config, env=env)  # it comes back: charge, then refund
     records = await wait_terminal(js, [o["orderId"] for o in orders], within=20)
-    for rec in records.values():
-        assert rec["state"] == "cancelled" and rec["reason"] == "payment timed out"
+    for oid, rec in records.items():
+        assert rec is not None and rec["state"] == "cancelled" and rec["reason"] == "payment timed out"
         subjects = [e["subject"] for e in rec["history"]]
         assert subjects.count("timeout") == 1 and subjects.count("orders.inventory.release") == 1
+        assert (await get_record(js, "PAYMENTS", oid))["status"] in ("refunded", "voided")
+    assert await stock(js, "MOUSE-001") == (200, 0)
+
+
+async def test_a_charge_whose_answer_is_lost_is_refunded(nats_server, js, spawn, chaos_config: Path) -> None:
+    edit(
+        chaos_config / "flows" / "payment.yaml",
+        "handler: handlers.payment.charge",
+        "handler: chaos.handlers.charge_answer_lost",
+    )
+    env = {"PAYMENT_TIMEOUT": "2s"}
+    for service in ("order", "inventory", "payment"):
+        spawn(service, nats_server.url, chaos_config, env=env)
+    orders = [order("MOUSE-001", quantity=2) for _ in range(3)]
+    await inject(js, orders)
+    records = await wait_terminal(js, [o["orderId"] for o in orders], within=20)
+    for oid, rec in records.items():
+        assert rec is not None and rec["state"] == "cancelled", rec
+        assert (await get_record(js, "PAYMENTS", oid))["status"] == "refunded"  # never charged and kept
     assert await stock(js, "MOUSE-001") == (200, 0)
 
 
@@ -108,6 +133,7 @@ async def test_timeout_survives_a_restart_of_every_process_and_fires_once(
     await asyncio.sleep(3.5)  # the deadline passes while nothing runs
     spawn("order", nats_server.url, fast_config, env=env)
     spawn("inventory", nats_server.url, fast_config, env=env)
+    spawn("payment", nats_server.url, fast_config, env=env)  # confirms the refunds of the timed-out charges
     records = await wait_terminal(js, ids, within=30)
     await quiesce(js, within=10)
     for rec in records.values():

@@ -97,7 +97,7 @@ async def test_first_provision_creates_streams_kv_consumers_and_seeds(js: JetStr
     assert sorted(inventory.config.filter_subjects) == ["orders.created", "orders.inventory.release"]
     assert val(inventory.config.ack_policy) == "explicit"
     assert inventory.config.ack_wait == 30
-    assert inventory.config.max_deliver == 23  # the release binding's 20 attempts + 3
+    assert inventory.config.max_deliver in (-1, None)  # the runner dead-letters; the server never gives up
     timers = await js.consumer_info("TIMERS", "order-service-timers")
     timer_filters = timers.config.filter_subjects or [timers.config.filter_subject]
     assert all(f.startswith("flowrun.timers.order") for f in timer_filters)
@@ -148,7 +148,7 @@ async def test_dry_run_on_an_empty_server_lists_creates_and_creates_nothing(js: 
 
 async def test_mutable_change_is_applied_as_update(js: JetStreamContext, config_copy: Path) -> None:
     await plan_and_apply(js, shipped())
-    config = edited(config_copy, "    max_age: 30d\n    replicas:", "    max_age: 1d\n    replicas:")
+    config = edited(config_copy, "    max_age: 30d\n    storage:", "    max_age: 1d\n    storage:")
 
     plan = await plan_and_apply(js, config)
 
@@ -194,7 +194,7 @@ async def test_drift_does_not_block_the_mutable_part(js: JetStreamContext, confi
     await plan_and_apply(js, shipped())
     await js.publish("orders.created", b'{"orderId": "ORD-1"}')
     edited(config_copy, "    storage: file\n", "    storage: memory\n")
-    config = edited(config_copy, "    max_age: 30d\n    replicas:", "    max_age: 1d\n    replicas:")
+    config = edited(config_copy, "    max_age: 30d\n    storage:", "    max_age: 1d\n    storage:")
 
     plan = await plan_and_apply(js, config)
 
@@ -212,7 +212,7 @@ async def test_verify_reports_pending_changes_and_applies_none(js: JetStreamCont
     assert await bucket_names(js) == set()
 
     await plan_and_apply(js, shipped())
-    config = edited(config_copy, "    max_age: 30d\n    replicas:", "    max_age: 1d\n    replicas:")
+    config = edited(config_copy, "    max_age: 30d\n    storage:", "    max_age: 1d\n    storage:")
     plan = await plan_and_apply(js, config, mode="verify")
     assert change(plan, "stream ORDERS") == "update"
     assert all(c.what.startswith("stream ") for c in plan.pending)
@@ -267,7 +267,7 @@ async def test_cli_verify_after_provision_exits_0(nats_server: EmbeddedServer) -
 
 
 async def test_cli_verify_exits_1_on_pending_changes(nats_server: EmbeddedServer, config_copy: Path) -> None:
-    edited(config_copy, "    max_age: 30d\n    replicas:", "    max_age: 1d\n    replicas:")
+    edited(config_copy, "    max_age: 30d\n    storage:", "    max_age: 1d\n    storage:")
     assert (await cli("provision", "--nats", nats_server.url, "--config", str(ROOT))).exit_code == 0
 
     verify = await cli("provision", "--nats", nats_server.url, "--config", str(config_copy), "--mode", "verify")
@@ -368,7 +368,7 @@ async def test_cli_consumer_info_shows_config_and_state(nats_server: EmbeddedSer
     info = json.loads(result.stdout)
     assert info["name"] == "inventory-service"
     assert info["ack_policy"] == "explicit"
-    assert info["max_deliver"] == 23
+    assert info["max_deliver"] == -1  # unlimited: the runner dead-letters by itself
     assert sorted(info["filter_subjects"]) == ["orders.created", "orders.inventory.release"]
     assert info["state"]["pending"] == 1
     assert info["state"]["ack_pending"] == 2

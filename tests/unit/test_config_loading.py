@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_shipped_retry_and_settings_are_typed(shipped: Config) -> None:
     assert release.retry.backoff == "exponential"
     assert release.retry.fatal_on == ("ValueError",)
     limit = shipped.services["payment"].settings["decline_over"]
-    assert limit == 5000.0 and isinstance(limit, float)
+    assert limit == Decimal("5000.00") and isinstance(limit, Decimal)
     assert shipped.sagas["order"].compensation_timeout == 120.0
 
 
@@ -121,17 +122,17 @@ def test_replicated_preset_and_explicit_overrides(config_copy: Path) -> None:
 
 def test_default_applies_when_variable_unset_or_empty() -> None:
     assert load_ok(env={}).streams["ORDERS"].replicas == 1
-    assert load_ok(env={"ORDERS_REPLICAS": ""}).streams["ORDERS"].replicas == 1
+    assert load_ok(env={"FLOWRUN_REPLICAS": ""}).streams["ORDERS"].replicas == 1
 
 
 def test_env_var_changes_orders_replicas_as_an_integer() -> None:
-    replicas = load_ok(env={"ORDERS_REPLICAS": "3"}).streams["ORDERS"].replicas
+    replicas = load_ok(env={"FLOWRUN_REPLICAS": "3"}).streams["ORDERS"].replicas
     assert replicas == 3 and isinstance(replicas, int)
 
 
-def test_payment_limit_env_var_becomes_a_float_setting() -> None:
+def test_payment_limit_env_var_becomes_a_decimal_setting() -> None:
     limit = load_ok(env={"PAYMENT_LIMIT": "1234.5"}).services["payment"].settings["decline_over"]
-    assert limit == 1234.5 and isinstance(limit, float)
+    assert limit == Decimal("1234.50") and isinstance(limit, Decimal)
 
 
 def test_interpolated_durations_are_parsed() -> None:
@@ -149,11 +150,11 @@ def test_http_port_from_env() -> None:
 
 
 def test_env_value_of_the_wrong_type_is_a_schema_problem() -> None:
-    config, problems = load(ROOT, {"ORDERS_REPLICAS": "three"})
+    config, problems = load(ROOT, {"FLOWRUN_REPLICAS": "three"})
     assert config is None
     assert len(problems) == 1
     assert Path(problems[0].file).resolve() == ROOT / "streams.yaml"
-    assert problems[0].path == "streams.ORDERS.replicas"
+    assert problems[0].path == "defaults.replicas"
     assert "'three' is not of type 'integer'" in problems[0].message
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from runner.config import load_or_raise
-from runner.dispatch import Failure, classify
+from runner.dispatch import FATAL, Failure, classify
 from runner.handler import FatalError, RetryableError
 from runner.model import RetryPolicy
 from tests.conftest import ROOT
@@ -161,7 +161,7 @@ def test_retry_on_restricts_what_retries() -> None:
 
 
 def test_an_already_classified_failure_passes_through() -> None:
-    failure = Failure("schema", "ValidationError", fatal=True)
+    failure = Failure("schema", "ValidationError", FATAL)
     assert classify(failure, RetryPolicy()) is failure
 
 
