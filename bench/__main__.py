@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--instances", type=int, default=1, help="flowrun inventory processes in the A/B runs")
     p.add_argument("--no-http", action="store_true", help="skip the HTTP ingestion measure")
     p.add_argument("--no-scale", action="store_true", help="skip inventory x1 vs x2")
+    p.add_argument(
+        "--sync", default=None, metavar="always|DURATION", help="nats-server fsync policy (default: the server's, 2m)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 300 orders, 1 run, tiny HTTP, no scale")
     p.add_argument("--plot", action="store_true", help="also write bench/results/latest.png (needs matplotlib)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
@@ -108,7 +111,9 @@ async def one_run(
     kind: str, measure: str, run_dir: Path, args: argparse.Namespace, rate: float = 0.0, instances: int = 1
 ) -> dict[str, Any]:
     """One fresh deployment, one measure. Returns the run's record (numbers, resources, books)."""
-    async with system(kind, run_dir, lambda url: _prepare(kind, url), inventory_instances=instances) as dep:
+    async with system(
+        kind, run_dir, lambda url: _prepare(kind, url), inventory_instances=instances, sync=args.sync
+    ) as dep:
         nc = await nats.connect(dep.url, name="bench")
         try:
             js = nc.jetstream(publish_async_max_pending=8192)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.embedded import free_port, server_binary
+from runner.embedded import free_port, server_binary, sync_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -102,11 +102,16 @@ class Proc:
         self._log.close()
 
 
-def start_server(run_dir: Path) -> tuple[Proc, str]:
-    """A fresh nats-server: JetStream with file storage in run_dir, loopback only, a free port."""
+def start_server(run_dir: Path, sync: str | None = None) -> tuple[Proc, str]:
+    """A fresh nats-server: JetStream with file storage in run_dir, loopback only, a free port.
+    `sync`: its fsync policy (`always` or an interval, as `flowrun up --sync`); None keeps the server's."""
     run_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(run_dir / "js")]
+    if sync is not None:
+        conf = run_dir / "nats-server.conf"
+        conf.write_text(f'jetstream {{ store_dir: "{run_dir / "js"}", sync_interval: {sync_interval(sync)} }}\n')
+        args += ["-c", str(conf)]
     proc = Proc("nats-server", args, run_dir / "nats-server.log")
     proc.wait_log(b"Server is ready", 15)
     return proc, f"nats://127.0.0.1:{port}"
@@ -157,6 +162,7 @@ async def system(
     prepare: Callable[[str], Awaitable[None]],
     inventory_instances: int = 1,
     ready_within: float = 30.0,
+    sync: str | None = None,
 ) -> AsyncIterator[Deployment]:
     """A fresh server and one system on it, stopped on the way out whatever happens.
 
@@ -164,7 +170,7 @@ async def system(
     service (inventory x N). baseline: `prepare` provisions, then three `bench.baseline` processes.
     `prepare(url)` runs after provisioning and before any service starts (it writes the bench stock).
     """
-    server, url = await asyncio.to_thread(start_server, run_dir)
+    server, url = await asyncio.to_thread(start_server, run_dir, sync)
     dep = Deployment(kind, url, server)
     try:
         if kind == "flowrun":

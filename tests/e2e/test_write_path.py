@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 
 import nats
 import pytest
@@ -13,6 +14,16 @@ from runner.embedded import EmbeddedServer
 from tests.conftest import SEED_ORDER, System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def mouse_order(order_id: str, quantity: int) -> dict:
+    """An orders.created payload as the API would publish it."""
+    return {
+        "orderId": order_id,
+        "customerId": "C1",
+        "items": [{"productId": "MOUSE-001", "quantity": quantity, "price": "29.99"}],
+        "total": str(Decimal("29.99") * quantity),
+    }
 
 
 async def _post(system: System, body: object, key: str) -> tuple[int, dict, dict]:
@@ -57,12 +68,7 @@ async def test_an_event_before_its_saga_started_waits_instead_of_dead_lettering(
     js = nc.jetstream()
     try:
         order_id = "early-bird-1"
-        created = {
-            "orderId": order_id,
-            "customerId": "C1",
-            "items": [{"productId": "MOUSE-001", "quantity": 1, "price": "29.99"}],
-            "total": "29.99",
-        }
+        created = mouse_order(order_id, 1)
         # The inventory answer overtakes its own orders.created (retrying through an election, say).
         await js.publish(
             "orders.inventory.reserved",
@@ -86,12 +92,7 @@ async def test_a_start_event_stored_after_its_deadline_takes_no_effect(
     js = nc.jetstream()
     try:
         order_id = "given-up-1"
-        created = {
-            "orderId": order_id,
-            "customerId": "C1",
-            "items": [{"productId": "MOUSE-001", "quantity": 3, "price": "29.99"}],
-            "total": "89.97",
-        }
+        created = mouse_order(order_id, 3)
         before = await system.stock("MOUSE-001")
         late = {"Nats-Msg-Id": f"{order_id}.orders.created.x", **headers.accept_by(time.time() - 1)}
         await js.publish("orders.created", codec.dumps(created), headers=late)
@@ -115,13 +116,7 @@ async def test_an_oversized_event_is_refused_before_any_effect(system: System, n
     js = nc.jetstream()
     try:
         before = await system.stock("MOUSE-001")
-        huge = {
-            "orderId": "huge-1",
-            "customerId": "C1",
-            "items": [{"productId": "MOUSE-001", "quantity": 1, "price": "29.99"}],
-            "total": "29.99",
-            "padding": "x" * 600_000,  # extra fields pass the message schema; the size must not
-        }
+        huge = {**mouse_order("huge-1", 1), "padding": "x" * 600_000}  # extra fields pass the schema; size not
         with pytest.raises(nats.js.errors.APIError, match=r"(?i)maximum"):
             await js.publish("orders.created", codec.dumps(huge), headers={"Nats-Msg-Id": "huge-1.orders.created"})
         await asyncio.sleep(1.0)

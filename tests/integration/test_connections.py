@@ -29,7 +29,7 @@ from runner.config import load_or_raise
 from runner.connection import ConnectionFailed, ConnectionSpec
 from runner.embedded import free_port
 from runner.service import Runtime, RuntimeOptions
-from tests.conftest import ROOT, SEED_ORDER
+from tests.conftest import ROOT, SEED_ORDER, System
 from tests.integration.secured_nats import Operator, SecuredServer, TlsFiles, new_keypair
 
 PASSWORD = "pw-Zq8vN3e7-alice"
@@ -179,12 +179,17 @@ async def test_runtime_connects_in_each_mode(
     mode, server = secured
     caplog.set_level(logging.DEBUG)
     spec = ConnectionSpec.from_url(server.url).overridden_by(mode.good)
-    runtime = Runtime(load_or_raise(ROOT, {}), ["payment"], spec, RuntimeOptions(http_port=0))
+    config = load_or_raise(ROOT, {})
+    runtime = Runtime(config, list(config.services), spec, RuntimeOptions(http_port=0))
     try:
         await runtime.start()
         assert runtime.nc is not None and runtime.nc.is_connected
-        assert runtime.js is not None
-        assert (await runtime.js.stream_info("ORDERS")).config.name == "ORDERS"  # provisioned through it
+        # end to end through the secured connection: the seed order completes
+        async with aiohttp.ClientSession() as http:
+            system = System(runtime, runtime.http_urls[0], http)
+            status, body = await system.post_order(SEED_ORDER)
+            assert status == 202, body
+            assert (await system.wait_terminal(body["orderId"]))["status"] == "completed"
     finally:
         await runtime.stop()
     wrong = ConnectionSpec.from_url(server.url).overridden_by(mode.bad)

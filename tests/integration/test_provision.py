@@ -384,7 +384,7 @@ async def test_cli_consumer_info_shows_config_and_state(nats_server: EmbeddedSer
         "name: inventory-service",
         "ack policy: explicit",
         "ack wait: 30s",
-        "max deliver: 23",
+        "max deliver: -1",
         "pending: 1",
         "ack pending: 2",
         "redelivered: 1",
