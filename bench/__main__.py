@@ -27,7 +27,7 @@ import orjson
 from bench import baseline, report
 from bench.harness import ROOT, Deployment, cpu_seconds, peak_rss_mb, system
 from bench.load import PRODUCT, STOCK, Watcher, closed_loop, http_load, open_loop, percentile, verify
-from runner.embedded import server_binary
+from runner.jetstream.embedded import server_binary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runner.kv import Bucket
+    from runner.jetstream.kv import Bucket
 
 
 class RetryableError(Exception):

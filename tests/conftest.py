@@ -20,10 +20,10 @@ import nats
 import pytest
 import pytest_asyncio
 
-from runner.cluster import EmbeddedCluster
-from runner.config import load_or_raise
-from runner.embedded import EmbeddedServer, free_port
-from runner.service import Runtime, RuntimeOptions
+from runner.config.loader import load_or_raise
+from runner.jetstream.cluster import EmbeddedCluster
+from runner.jetstream.embedded import EmbeddedServer, free_port
+from runner.serve.service import Runtime, RuntimeOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_ORDER = {

@@ -18,8 +18,8 @@ import aiohttp
 import nats
 from nats.js import JetStreamContext
 
-from runner.cluster import EmbeddedCluster
-from runner.intake import key_for
+from runner.engine.intake import key_for
+from runner.jetstream.cluster import EmbeddedCluster
 from tests.faults.ledger import Audit, audit, get_record
 
 PRODUCT = "MOUSE-001"

@@ -18,8 +18,8 @@ import nats
 import pytest
 import pytest_asyncio
 
-from runner.cluster import EmbeddedCluster
-from runner.embedded import free_port
+from runner.jetstream.cluster import EmbeddedCluster
+from runner.jetstream.embedded import free_port
 from tests.cluster.harness import (
     SAGA_BUCKETS,
     DrillResult,

@@ -14,7 +14,7 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from runner.embedded import free_port, port_free
+from runner.jetstream.embedded import free_port, port_free
 from tests.conftest import ROOT
 from tests.e2e.processes import eventually, gone
 

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from runner.embedded import free_port
+from runner.jetstream.embedded import free_port
 from tests.conftest import ROOT, SEED_ORDER
 
 

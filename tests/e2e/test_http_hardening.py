@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from runner import codec
-from runner.embedded import EmbeddedServer
+from runner.jetstream.embedded import EmbeddedServer
 from tests.conftest import SEED_ORDER, System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runner.embedded import free_port, port_free
+from runner.jetstream.embedded import free_port, port_free
 from tests.conftest import ROOT, SEED_ORDER
 from tests.e2e.processes import eventually, gone
 

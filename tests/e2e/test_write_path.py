@@ -9,8 +9,9 @@ from decimal import Decimal
 import nats
 import pytest
 
-from runner import codec, headers
-from runner.embedded import EmbeddedServer
+from runner import codec
+from runner.engine import headers
+from runner.jetstream.embedded import EmbeddedServer
 from tests.conftest import SEED_ORDER, System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

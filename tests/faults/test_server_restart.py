@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from runner.embedded import EmbeddedServer
+from runner.jetstream.embedded import EmbeddedServer
 from tests.faults.ledger import audit, inject, order
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -16,8 +16,8 @@ import aiohttp
 import nats
 import pytest
 
-from runner.embedded import EmbeddedServer
-from runner.intake import key_for
+from runner.engine.intake import key_for
+from runner.jetstream.embedded import EmbeddedServer
 from tests.conftest import SEED_ORDER, start_system
 from tests.faults.conftest import edit
 

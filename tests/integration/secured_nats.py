@@ -17,7 +17,7 @@ from typing import Any
 import nkeys
 import trustme
 
-from runner.embedded import EmbeddedServer
+from runner.jetstream.embedded import EmbeddedServer
 
 
 class SecuredServer(EmbeddedServer):

@@ -9,8 +9,8 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from runner.cluster import EmbeddedCluster
-from runner.inspect import Leaderless, stream_info
+from runner.jetstream.cluster import EmbeddedCluster
+from runner.jetstream.inspection import Leaderless, stream_info
 
 
 async def _publish(js: nats.js.JetStreamContext, n: int, within: float = 15.0) -> None:

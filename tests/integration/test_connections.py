@@ -24,11 +24,11 @@ import nkeys
 import pytest
 from click.testing import CliRunner, Result
 
-from runner.cli import main
-from runner.config import load_or_raise
-from runner.connection import ConnectionFailed, ConnectionSpec
-from runner.embedded import free_port
-from runner.service import Runtime, RuntimeOptions
+from runner.cli.commands import main
+from runner.config.loader import load_or_raise
+from runner.jetstream.connection import ConnectionFailed, ConnectionSpec
+from runner.jetstream.embedded import free_port
+from runner.serve.service import Runtime, RuntimeOptions
 from tests.conftest import ROOT, SEED_ORDER, System
 from tests.integration.secured_nats import Operator, SecuredServer, TlsFiles, new_keypair
 

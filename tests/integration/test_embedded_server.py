@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.embedded import EmbeddedServer
-from runner.server_guard import RestartPolicy, ServerGuard
-from runner.store_lock import StoreInUseError
+from runner.jetstream.embedded import EmbeddedServer
+from runner.jetstream.server_guard import RestartPolicy, ServerGuard
+from runner.jetstream.store_lock import StoreInUseError
 
 
 def test_config_pid_and_log_live_in_the_data_dir(tmp_path: Path) -> None:

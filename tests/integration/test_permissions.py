@@ -22,9 +22,9 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from runner.embedded import EmbeddedServer, free_port
-from runner.permissions import PROVISIONER, inbox_prefix
-from runner.permissions_render import password_variable
+from runner.jetstream.embedded import EmbeddedServer, free_port
+from runner.jetstream.permissions import PROVISIONER, inbox_prefix
+from runner.jetstream.permissions_render import password_variable
 from tests.conftest import ROOT, SEED_ORDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner, Result
 from nats.js import JetStreamContext
 
-from runner.cli import main
-from runner.config import load_or_raise
-from runner.embedded import EmbeddedServer, free_port
-from runner.model import Config
-from runner.provision import Plan, plan_and_apply
+from runner.cli.commands import main
+from runner.config.loader import load_or_raise
+from runner.config.model import Config
+from runner.jetstream.embedded import EmbeddedServer, free_port
+from runner.jetstream.provision import Plan, plan_and_apply
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -13,13 +13,13 @@ import pytest_asyncio
 from click.testing import CliRunner, Result
 from nats.js import JetStreamContext
 
-from runner.cli import main
-from runner.cluster import EmbeddedCluster
-from runner.config import load_or_raise
-from runner.embedded import EmbeddedServer
-from runner.model import Config
-from runner.provision import plan_and_apply
-from runner.service import Runtime, RuntimeOptions
+from runner.cli.commands import main
+from runner.config.loader import load_or_raise
+from runner.config.model import Config
+from runner.jetstream.cluster import EmbeddedCluster
+from runner.jetstream.embedded import EmbeddedServer
+from runner.jetstream.provision import plan_and_apply
+from runner.serve.service import Runtime, RuntimeOptions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.config import load
-from runner.yamlsrc import Problem
+from runner.config.loader import load
+from runner.config.yamlsrc import Problem
 
 
 class Project:

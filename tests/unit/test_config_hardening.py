@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner.cli import main
-from runner.config import load
-from runner.model import Config
-from runner.settings import parse
+from runner.cli.commands import main
+from runner.config.loader import load
+from runner.config.model import Config
+from runner.config.settings import parse
 from tests.unit.test_config_errors import Project, assert_at, make, only
 
 # 342 bytes; built into plain data it would be 9**9 strings (the shipped-config loader took 1.6 GB and 30 s+).

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load
-from runner.model import Config
-from runner.units import human_seconds, seconds, size_bytes
+from runner.config.loader import load
+from runner.config.model import Config
+from runner.config.units import human_seconds, seconds, size_bytes
 from tests.conftest import ROOT
 
 DAY = 86400.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load
-from runner.connection import (
+from runner.config.loader import load
+from runner.jetstream.connection import (
     DEFAULT_SERVERS,
     ConnectionOptionError,
     ConnectionSpec,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner import codec, jsonbody
+from runner import codec
+from runner.serve import jsonbody
 
 VALID = [
     b'{"customerId":"C1","items":[{"productId":"A","quantity":1,"price":9.99}]}',

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load, load_or_raise
-from runner.embedded import server_binary
-from runner.model import Config
-from runner.permissions import PROVISIONER, UserPermissions, users
-from runner.permissions_render import password_variable, render
-from runner.subjects import matches
+from runner.config.loader import load, load_or_raise
+from runner.config.model import Config
+from runner.config.subjects import matches
+from runner.jetstream.embedded import server_binary
+from runner.jetstream.permissions import PROVISIONER, UserPermissions, users
+from runner.jetstream.permissions_render import password_variable, render
 from tests.conftest import ROOT
 
 SERVICES = ("order", "inventory", "payment", PROVISIONER)

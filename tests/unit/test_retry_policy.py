@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from runner.config import load_or_raise
-from runner.dispatch import FATAL, Failure, classify
+from runner.config.loader import load_or_raise
+from runner.config.model import RetryPolicy
+from runner.engine.dispatch import FATAL, Failure, classify
 from runner.handler import FatalError, RetryableError
-from runner.model import RetryPolicy
 from tests.conftest import ROOT
 
 

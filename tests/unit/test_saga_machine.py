@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from runner.config import load_or_raise
+from runner.config.loader import load_or_raise
+from runner.engine.saga import Decision, Publish, SagaMachine
 from runner.handler import OutOfOrder
-from runner.saga import Decision, Publish, SagaMachine
 from tests.conftest import ROOT
 
 ORDER = "ORD-1"
@@ -367,7 +367,7 @@ def test_event_after_compensation_failed_is_ignored(machine: SagaMachine) -> Non
 
 
 def test_undeclared_compensation_failed_state_is_a_validation_error(config_copy) -> None:
-    from runner.config import load
+    from runner.config.loader import load
 
     saga = config_copy / "flows" / "saga.yaml"
     saga.write_text(saga.read_text().replace("      compensation_failed:\n        terminal: true\n", ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.subjects import is_identifier, matches, overlap, within
+from runner.config.subjects import is_identifier, matches, overlap, within
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import nats.errors
 from nats.aio.client import DEFAULT_MAX_RECONNECT_ATTEMPTS, Client
 
+from runner.config.units import seconds
 from runner.logs import event
-from runner.units import seconds
 
 log = logging.getLogger("flowrun.nats")
 

@@ -19,8 +19,8 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from runner.model import Config
-from runner.yamlsrc import Problem
+from runner.config.model import Config
+from runner.config.yamlsrc import Problem
 
 STATZ = "$SYS.REQ.ACCOUNT.PING.STATZ"
 ANSWER_WITHIN = 1.0  # seconds to wait for the servers' answers when fewer than expected arrive

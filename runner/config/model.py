@@ -9,9 +9,9 @@ from typing import Any
 
 from nats.js import api
 
-from runner.connection import ConnectionSpec
-from runner.units import human_seconds
-from runner.yamlsrc import Location
+from runner.config.units import human_seconds
+from runner.config.yamlsrc import Location
+from runner.jetstream.connection import ConnectionSpec
 
 
 @dataclass(frozen=True)

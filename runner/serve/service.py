@@ -15,18 +15,18 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from runner.connection import ConnectionSpec, log_nats_error
-from runner.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
-from runner.dotted import resolve
+from runner.config.dotted import resolve
+from runner.config.model import Config, ServiceSpec
+from runner.config.subjects import matches
+from runner.engine.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
+from runner.engine.saga import SagaMachine
+from runner.engine.validation import PayloadValidator
 from runner.handler import Context
-from runner.jspub import JetStreamProbe, Publisher
-from runner.kv import Bucket
+from runner.jetstream.connection import ConnectionSpec, log_nats_error
+from runner.jetstream.kv import Bucket
+from runner.jetstream.provision import plan_and_apply, timer_consumer
+from runner.jetstream.publish import JetStreamProbe, Publisher
 from runner.logs import event
-from runner.model import Config, ServiceSpec
-from runner.provision import plan_and_apply, timer_consumer
-from runner.saga import SagaMachine
-from runner.subjects import matches
-from runner.validation import PayloadValidator
 
 log = logging.getLogger("flowrun.service")
 
@@ -117,7 +117,7 @@ class Runtime:
         for name in self.services:
             spec = self.config.services[name]
             if spec.http is not None:
-                from runner.http_api import start_http  # aiohttp only where a service serves HTTP
+                from runner.serve.http_api import start_http  # aiohttp only where a service serves HTTP
 
                 runner, url = await start_http(self, spec, self.options.http_port)
                 self.http_runners.append(runner)

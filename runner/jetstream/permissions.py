@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runner.model import Config, ConsumerSpec, ServiceSpec
-from runner.provision import desired_consumers, timer_consumer
-from runner.subjects import within
+from runner.config.model import Config, ConsumerSpec, ServiceSpec
+from runner.config.subjects import within
+from runner.jetstream.provision import desired_consumers, timer_consumer
 
 PROVISIONER = "provisioner"
 SERVICE_MODES = ("verify", "off")  # the --provision modes a service may run with under these permissions
@@ -140,7 +140,7 @@ def _pull(consumer: ConsumerSpec, pub: _Grants) -> None:
 
 
 def _verify(config: Config, pub: _Grants) -> None:
-    """Exactly what `--provision verify` reads (runner/provision.py): the info of every declared stream,
+    """Exactly what `--provision verify` reads (runner/jetstream/provision.py): the info of every declared stream,
     bucket and consumer, and each demo-data key. Read-only; with `--provision off` none of it is granted."""
     why = "--provision verify"
     for stream in [*config.streams, *(f"KV_{b}" for b in config.buckets)]:

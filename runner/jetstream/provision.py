@@ -16,7 +16,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from runner import codec
-from runner.model import BucketSpec, Config, ConsumerSpec, SagaSpec, ServiceSpec, StreamSpec
+from runner.config.model import BucketSpec, Config, ConsumerSpec, SagaSpec, ServiceSpec, StreamSpec
 
 log = logging.getLogger("flowrun.provision")
 

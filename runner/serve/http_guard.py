@@ -22,7 +22,7 @@ from aiohttp.http import HttpProcessingError
 from aiohttp.http_exceptions import ContentEncodingError
 
 from runner.handler import RetryableError
-from runner.jspub import Unavailable
+from runner.jetstream.publish import Unavailable
 
 MAX_QUOTE = 80
 RETRY_AFTER_SECONDS = 2

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ClusterInfo, PeerInfo
 from nats.js.errors import ServiceUnavailableError
 
-from runner.units import human_seconds
+from runner.config.units import human_seconds
 
 T = TypeVar("T")
 UNSEEN_AFTER = 3.0

@@ -1,7 +1,7 @@
 """Per-consumer dispatch: decode → validate → handler or saga → publish outputs → ack.
 
 Messages are processed a batch at a time with every handler running concurrently; a batch's outputs
-are published pipelined (runner/jspub.py) and each message is acked only once its own outputs are
+are published pipelined (runner/jetstream/publish.py) and each message is acked only once its own outputs are
 stored. Failures follow the retry policy: `nak(delay)` from the policy, or after the last attempt
 (or at once for a fatal error) a dead-letter entry and `term()`. A dead-letter publish that fails
 leaves the message un-acked, so nothing is lost.
@@ -25,16 +25,17 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from runner import codec, deadletter, faults, headers
+from runner import codec
+from runner.config.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
+from runner.config.subjects import is_identifier
+from runner.engine import deadletter, faults, headers
+from runner.engine.saga import Publish, SagaMachine
+from runner.engine.validation import PayloadValidator
 from runner.handler import Context, FatalError, Outcome, OutOfOrder, RetryableError
-from runner.jspub import Publisher, Unavailable
-from runner.kv import Bucket
+from runner.jetstream.kv import Bucket
+from runner.jetstream.publish import Publisher, Unavailable
+from runner.jetstream.pull import ACK, TERM, PullStream
 from runner.logs import event
-from runner.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
-from runner.pull import ACK, TERM, PullStream
-from runner.saga import Publish, SagaMachine
-from runner.subjects import is_identifier
-from runner.validation import PayloadValidator
 
 log = logging.getLogger("flowrun.dispatch")
 

@@ -2,7 +2,7 @@
 
 Used by `flowrun up` when no --nats URL is given, by `flowrun dev-cluster`, the tests and the benchmark. Loopback
 only. Each server gets a generated config file, pid file and log inside its data dir, an exclusive lock on that
-store (runner/store_lock.py), and dies with the process that started it.
+store (runner/jetstream/store_lock.py), and dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.store_lock import StoreLock
-from runner.units import seconds
+from runner.config.units import seconds
+from runner.jetstream.store_lock import StoreLock
 
 CONFIG_NAME = "nats-server.conf"
 PID_NAME = "nats-server.pid"

@@ -6,7 +6,7 @@ leader election, a stalled server). What it answers must be the truth:
 - 202 only once the start event is stored in time: its PubAck (or a duplicate's) proves it.
 - 503 ("not accepted, retry") only for a start that will never take effect. Writes sent before
   giving up can still reach JetStream afterwards (a stalled server resumes), so the start event
-  carries an accept-by fence (runner/headers.py): every consumer ignores it when it was stored after
+  carries an accept-by fence (runner/engine/headers.py): every consumer ignores it when it was stored after
   the deadline, and the instance record this attempt created is removed in the background.
 - A retry of the same request (same `Idempotency-Key`, hence the same instance key) finds the first
   instance instead of starting a second one: the instance record is created with compare-and-set.
@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runner import codec, headers
-from runner.deadletter import H_CORRELATION
-from runner.jspub import Publisher, Unavailable
-from runner.kv import Bucket, Conflict
+from runner import codec
+from runner.engine import headers
+from runner.engine.deadletter import H_CORRELATION
+from runner.engine.saga import SagaMachine
+from runner.jetstream.kv import Bucket, Conflict
+from runner.jetstream.publish import Publisher, Unavailable
 from runner.logs import event
-from runner.saga import SagaMachine
 
 log = logging.getLogger("flowrun.intake")
 

@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from runner import codec, jsonbody
-from runner.dotted import resolve
-from runner.http_guard import (
+from runner import codec
+from runner.config.dotted import resolve
+from runner.config.model import ServiceSpec
+from runner.config.subjects import is_identifier
+from runner.engine.intake import IdempotencyMismatch, Intake, NotAccepted, key_for, request_digest
+from runner.engine.saga import iso, public_view
+from runner.engine.validation import PayloadValidator
+from runner.logs import event
+from runner.serve import jsonbody
+from runner.serve.http_guard import (
     BODY_TIMEOUT,
     BROKER_UNAVAILABLE,
     CLIENT_ERRORS,
@@ -29,15 +36,9 @@ from runner.http_guard import (
     is_json,
     unreadable_body_message,
 )
-from runner.intake import IdempotencyMismatch, Intake, NotAccepted, key_for, request_digest
-from runner.logs import event
-from runner.model import ServiceSpec
-from runner.saga import iso, public_view
-from runner.subjects import is_identifier
-from runner.validation import PayloadValidator
 
 if TYPE_CHECKING:
-    from runner.service import Runtime
+    from runner.serve.service import Runtime
 
 log = logging.getLogger("flowrun.http")
 

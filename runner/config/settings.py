@@ -17,7 +17,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from runner.units import seconds
+from runner.config.units import seconds
 
 CENT = Decimal("0.01")
 _INTEGER = re.compile(r"^[+-]?\d+$")

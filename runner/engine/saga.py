@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.config.model import SagaSpec, Transition
 from runner.handler import OutOfOrder
-from runner.model import SagaSpec, Transition
 
 COMPENSATING = "compensating"
 TIMEOUT_SUBJECT = "timeout"

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from runner.embedded import EmbeddedServer
+from runner.jetstream.embedded import EmbeddedServer
 from runner.logs import event
 
 log = logging.getLogger("flowrun.embedded")

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 from nats.aio.client import Client
 
-from runner.connection import (
+from runner.config.model import Config
+from runner.jetstream.connection import (
     DEFAULT_SERVERS,
     ConnectionFailed,
     ConnectionOptionError,
@@ -28,7 +29,6 @@ from runner.connection import (
     permission_violation,
     resolve,
 )
-from runner.model import Config
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

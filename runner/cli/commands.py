@@ -15,18 +15,19 @@ import click
 import nats
 from nats.aio.client import Client
 
-from runner import config as config_mod
-from runner import dlq as dlq_mod
-from runner import logs, permissions_render, replicas
-from runner import permissions as permissions_mod
-from runner.cli_connection import ConnectionFlags, connection_options, with_nats
-from runner.connection import ConnectionSpec
-from runner.embedded import EmbeddedServer, sync_interval
-from runner.inspect import Leaderless, consumer_info, render, stream_info
-from runner.provision import MODES, desired_consumers, plan_and_apply
-from runner.server_guard import ServerGuard
-from runner.service import ProvisionError, Runtime, RuntimeOptions
-from runner.units import seconds
+from runner import logs
+from runner.cli.connection import ConnectionFlags, connection_options, with_nats
+from runner.config import loader as config_mod
+from runner.config.units import seconds
+from runner.engine import dlq as dlq_mod
+from runner.jetstream import permissions as permissions_mod
+from runner.jetstream import permissions_render, replicas
+from runner.jetstream.connection import ConnectionSpec
+from runner.jetstream.embedded import EmbeddedServer, sync_interval
+from runner.jetstream.inspection import Leaderless, consumer_info, render, stream_info
+from runner.jetstream.provision import MODES, desired_consumers, plan_and_apply
+from runner.jetstream.server_guard import ServerGuard
+from runner.serve.service import ProvisionError, Runtime, RuntimeOptions
 
 T = TypeVar("T")
 config_option = click.option(
@@ -185,7 +186,7 @@ def up(
 @sync_option
 def dev_cluster(nodes: int, data_dir: str, port: int, sync: str) -> None:
     """Run a local JetStream cluster in the foreground: replicas and failover on one machine (Ctrl-C stops it)."""
-    from runner.cluster import EmbeddedCluster
+    from runner.jetstream.cluster import EmbeddedCluster
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops every node, as Ctrl-C does
     cluster = EmbeddedCluster(nodes, data_dir, port, sync)

@@ -1,4 +1,4 @@
-"""Message headers flowrun sets and reads besides the dead-letter ones (runner/deadletter.py).
+"""Message headers flowrun sets and reads besides the dead-letter ones (runner/engine/deadletter.py).
 
 `Flowrun-Accept-By` fences a message whose producer may give up on it: the HTTP API answers a client
 within a deadline, and a write it sent can still reach JetStream after it answered "not accepted"

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from runner.embedded import EmbeddedServer, Routes, free_port
+from runner.jetstream.embedded import EmbeddedServer, Routes, free_port
 
 CLUSTER_NAME = "flowrun-dev"
 

@@ -16,11 +16,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from runner import dotted
-from runner import settings as typed_settings
-from runner import subjects as subj
-from runner.connection import ConnectionSpec
-from runner.model import (
+from runner.config import dotted
+from runner.config import settings as typed_settings
+from runner.config import subjects as subj
+from runner.config.model import (
     Binding,
     BucketSpec,
     Config,
@@ -37,9 +36,10 @@ from runner.model import (
     Transition,
     ViewSpec,
 )
-from runner.units import seconds as _seconds
-from runner.units import size_bytes as _size_bytes
-from runner.yamlsrc import Document, Location, Problem, load_yaml
+from runner.config.units import seconds as _seconds
+from runner.config.units import size_bytes as _size_bytes
+from runner.config.yamlsrc import Document, Location, Problem, load_yaml
+from runner.jetstream.connection import ConnectionSpec
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -59,8 +59,8 @@ class ConfigError(Exception):
 
 @cache
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema for `streams` or `flows`, as shipped in runner/schemas."""
-    text = resources.files("runner.schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
+    """The JSON Schema for `streams` or `flows`, as shipped in runner/config/schemas."""
+    text = resources.files("runner.config.schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -303,7 +303,7 @@ class _Loader:
         )
 
     def settings(self, service: str, raw: dict[str, Any]) -> dict[str, Any]:
-        """Typed setting values (runner/settings.py); a value of the wrong type is a problem at its line."""
+        """Typed setting values (runner/config/settings.py); a value of the wrong type is a problem at its line."""
         origin = self.origins[("services", service)]
         values = {}
         for key, spec in raw.items():

@@ -17,7 +17,7 @@ from nats.js.kv import KeyValue
 
 from runner import codec
 from runner.handler import RetryableError
-from runner.jspub import WRONG_LAST_SEQUENCE, Publisher, PublishError, Unavailable
+from runner.jetstream.publish import WRONG_LAST_SEQUENCE, Publisher, PublishError, Unavailable
 
 T = TypeVar("T")
 

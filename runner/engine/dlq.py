@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from runner import codec
-from runner import deadletter as h
+from runner.engine import deadletter as h
 
 MARKER = "_replayed"
 

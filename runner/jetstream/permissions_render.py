@@ -12,7 +12,7 @@ import re
 import secrets
 import shlex
 
-from runner.permissions import Grant, UserPermissions
+from runner.jetstream.permissions import Grant, UserPermissions
 
 FORMATS = ("server", "nsc", "json")
 

@@ -1,0 +1,1 @@
+"""Configuration: YAML with positions, JSON Schemas, the typed model, cross-file checks, handler import."""

@@ -1,0 +1,1 @@
+"""The engine: dispatch, the saga interpreter, retries, dead letters, payload validation, starting instances."""

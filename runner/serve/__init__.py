@@ -1,0 +1,1 @@
+"""Running services: assembling a Runtime from the model, and the HTTP API."""
