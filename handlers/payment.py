@@ -6,6 +6,7 @@ charge finds the record and answers as before instead of charging again.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from handlers import money
@@ -27,13 +28,13 @@ async def charge(msg: dict[str, Any], ctx: Context) -> Outcome:
                 "amount": money.text(total),
                 "reason": f"payment declined: total {money.text(total)} exceeds limit {money.text(limit)}",
             }
-        else:
-            new = {"status": CHARGED, "amount": money.text(total)}
+        else:  # the gateway's reference for the charge; stored once, so a redelivery answers with the same
+            new = {"status": CHARGED, "amount": money.text(total), "paymentId": f"PAY-{uuid.uuid4().hex[:16]}"}
         return new, new
 
     record = await ctx.kv("PAYMENTS").mutate(order_id, decide, assume_absent=True)
     if record["status"] == CHARGED or record["status"] == REFUNDED:
-        return emit("completed", amount=record["amount"])
+        return emit("completed", amount=record["amount"], paymentId=record.get("paymentId"))
     return emit("failed", reason=record.get("reason") or "order was cancelled")
 
 

@@ -1,7 +1,19 @@
-"""What handler authors import: outcomes, the two error kinds, and the context they receive.
+"""What handler authors import: outcomes, the error kinds that steer retries, and the context they receive.
 
 Handlers are `async def fn(msg: dict, ctx: Context) -> Outcome | None`. They see plain data and
 KV buckets, never the NATS connection; the runner publishes what they emit and acks afterwards.
+
+An HTTP resource (`http: resources:` in the YAML) may name two plain (not async) functions:
+
+- `accept(body: dict, id: str) -> dict` — a POST body, already valid against the resource's
+  `body_schema`, becomes the start event's payload. `id` is the new instance's id (generated, or the
+  body's own with `id: client`); the runner sets the saga's key field to it in the payload. Raise
+  ValueError to refuse the request: its message is the 422's error. Without `accept`, the payload
+  is the body itself.
+- `view(key: str, value: dict) -> dict` — what GET answers. For a KV view, `value` is the stored
+  value; for a saga's instances, it is the instance as GET shows it by default (its id, the start
+  payload's fields, the data the saga gathered, `status`, `reason` if any, `createdAt`, `updatedAt`).
+  It must not modify `value`; the same shape is used for every item of a list.
 """
 
 from __future__ import annotations
@@ -10,21 +22,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runner.errors import FatalError, OutOfOrder, RetryableError
+
 if TYPE_CHECKING:
     from runner.jetstream.kv import Bucket
 
-
-class RetryableError(Exception):
-    """A failure worth trying again later (an outage, a conflict). Unexpected exceptions count too."""
-
-
-class FatalError(Exception):
-    """A failure no retry can fix (bad input, unknown entity): dead-letter at once."""
-
-
-class OutOfOrder(RetryableError):
-    """The message depends on one not processed yet (a saga event before its start event): held back
-    and retried for the policy's `out_of_order_for` without using up attempts, then dead-lettered."""
+__all__ = ["Context", "FatalError", "OutOfOrder", "Outcome", "RetryableError", "emit"]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ SEED_ORDER = {
         {"productId": "MOUSE-001", "quantity": 2, "price": 29.99},
     ],
 }
-TERMINAL = {"completed", "cancelled", "compensation_failed"}
+TERMINAL = {"completed", "cancelled", "compensation_failed", "failed"}
 
 
 @pytest.fixture
@@ -58,6 +58,16 @@ def config_copy(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "flows", target / "flows")
     shutil.copytree(ROOT / "handlers", target / "handlers", ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP, and wait until the kernel reports the process stopped (a thread mid-request may finish it)."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(200):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
 
 
 class System:
@@ -202,4 +212,4 @@ def spawn(tmp_path: Path) -> Iterator:
         proc.close()
 
 
-__all__ = ["ROOT", "SEED_ORDER", "TERMINAL", "ServiceProcess", "System", "free_port", "start_system"]
+__all__ = ["ROOT", "SEED_ORDER", "TERMINAL", "ServiceProcess", "System", "free_port", "freeze", "start_system"]

@@ -1,5 +1,15 @@
-"""The `flowrun` command line: commands parse options and call the layers below."""
+"""The `flowrun` command line, one module per command group; commands parse options and call the layers below."""
 
-from runner.cli.commands import main
+from __future__ import annotations
+
+import click
+
+from runner.cli import config, dlq, permissions, run, streams
+
+main = click.Group(
+    help="flowrun: declarative workflows and sagas on NATS JetStream.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    commands=[*run.COMMANDS, *config.COMMANDS, *streams.COMMANDS, *dlq.COMMANDS, *permissions.COMMANDS],
+)
 
 __all__ = ["main"]

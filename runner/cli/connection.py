@@ -3,7 +3,8 @@
 `@connection_options` adds --nats, credentials, TLS and --context to a command and hands it one
 `ConnectionFlags`; `.spec(cfg)` layers them over env, the nats context and the YAML. `with_nats` fails fast
 (a CLI must not retry forever) and turns a permission violation into an immediate, clear error instead of
-the JetStream timeout it would otherwise become.
+the JetStream timeout it would otherwise become. `run_on_nats` is a command's whole session: every command
+that talks to NATS connects through it.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ from typing import Any, TypeVar
 import click
 from nats.aio.client import Client
 
+from runner.cli import loop
+from runner.config.connection import DEFAULT_SERVERS, ConnectionOptionError, ConnectionSpec, names_servers, resolve
 from runner.config.model import Config
-from runner.jetstream.connection import (
-    DEFAULT_SERVERS,
-    ConnectionFailed,
-    ConnectionOptionError,
-    ConnectionSpec,
-    PermissionDenied,
-    names_servers,
-    permission_violation,
-    resolve,
-)
+from runner.jetstream.connection import ConnectionFailed, PermissionDenied, connect, permission_violation, tls_context
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,7 +90,7 @@ class ConnectionFlags:
         try:
             spec = resolve(self.flags, os.environ, self.context, cfg.connection if cfg else None)
             spec.check()
-            spec.tls_context()  # unreadable PEM files are reported now, not mid-start
+            tls_context(spec)  # unreadable PEM files are reported now, not mid-start
         except ConnectionOptionError as exc:
             raise click.ClickException(str(exc)) from None
         return spec
@@ -134,8 +128,8 @@ async def with_nats(spec: ConnectionSpec, body: Callable[[Client], Awaitable[T]]
 
     try:
         # allow_reconnect=False: a CLI command gives up when its connection drops.
-        nc = await spec.connect(
-            max_reconnect_attempts=1, reconnect_time_wait=0.2, allow_reconnect=False, error_cb=on_error
+        nc = await connect(
+            spec, max_reconnect_attempts=1, reconnect_time_wait=0.2, allow_reconnect=False, error_cb=on_error
         )
     except (ConnectionFailed, ConnectionOptionError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -149,3 +143,9 @@ async def with_nats(spec: ConnectionSpec, body: Callable[[Client], Awaitable[T]]
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
         await nc.close()
+
+
+def run_on_nats(connection: ConnectionFlags, cfg: Config | None, body: Callable[[Client], Awaitable[T]]) -> T:
+    """Resolve the connection (flags > env > context > `cfg`), connect, run `body`, close: one event loop."""
+    spec = connection.spec(cfg)
+    return loop.run(lambda: with_nats(spec, body))

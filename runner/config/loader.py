@@ -1,31 +1,29 @@
 """Load streams.yaml and flows/*.yaml into one validated `Config`, or report every problem at once.
 
-Pipeline: YAML with positions → `${VAR}` interpolation → JSON Schema (draft 2020-12) → typed model →
-cross-file checks. Problems are collected, never raised one by one, so `flowrun validate` shows them all.
+Pipeline: YAML with positions and `${VAR}` interpolation (yamlsrc.py) → JSON Schema (schema_check.py) →
+the typed model (built here, with streams.py, http.py, dataflow.py, correlation.py, settings.py) →
+cross-file checks (checks.py). Problems are collected, never raised one by one, so `flowrun validate`
+shows them all.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from runner.config import dotted
+from runner.config import correlation, dataflow, options
 from runner.config import settings as typed_settings
-from runner.config import subjects as subj
+from runner.config.checks import CrossChecks, Origin
+from runner.config.connection import ConnectionSpec
+from runner.config.http import http_spec
 from runner.config.model import (
     Binding,
     BucketSpec,
     Config,
     ConsumerSpec,
     DeadLetterSpec,
-    HttpSpec,
     RetryPolicy,
     SagaSpec,
     ServiceSpec,
@@ -34,19 +32,11 @@ from runner.config.model import (
     StreamSpec,
     TimeoutSpec,
     Transition,
-    ViewSpec,
 )
+from runner.config.schema_check import schema_problems
+from runner.config.streams import PRESETS
 from runner.config.units import seconds as _seconds
-from runner.config.units import size_bytes as _size_bytes
 from runner.config.yamlsrc import Document, Location, Problem, load_yaml
-from runner.jetstream.connection import ConnectionSpec
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "work_queue": {"retention": "workqueue"},
-    "log": {"retention": "limits", "max_age": 90 * 86400.0, "deny_delete": True, "discard": "old"},
-    "replicated": {"replicas": 3},
-}
 
 
 class ConfigError(Exception):
@@ -57,55 +47,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-@cache
-def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema for `streams` or `flows`, as shipped in runner/config/schemas."""
-    text = resources.files("runner.config.schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
-    return json.loads(text)
-
-
-def schema_problems(doc: Document, name: str) -> list[Problem]:
-    validator = Draft202012Validator(schema(name))
-    problems = []
-    for error in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
-        path = tuple(error.absolute_path)
-        message = error.message
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            for key in extra:
-                problems.append(doc.problem((*path, key), f"unknown key {key!r}"))
-            continue
-        if error.validator == "oneOf" and error.context:
-            patterns = " ".join(str(sub.get("pattern", "")) for sub in error.validator_value)
-            if "(ms|s|m|h|d)" in patterns:
-                message = f"{error.instance!r} is not a duration (use e.g. 250ms, 30s, 5m, 2h, 90d)"
-            elif "i?B" in patterns:
-                message = f"{error.instance!r} is not a size (use e.g. 512KiB, 1GiB, or a number of bytes)"
-            else:
-                message = f"{error.instance!r} is not valid here: " + "; ".join(
-                    sorted({c.message for c in error.context})
-                )
-        problems.append(doc.problem(path, message))
-    return problems
-
-
-@dataclass
-class _Origin:
-    """Where a named element was declared, for cross-check messages."""
-
-    doc: Document
-    path: tuple[str | int, ...]
-
-    def problem(self, message: str, *sub: str | int) -> Problem:
-        return self.doc.problem((*self.path, *sub), message)
-
-
 @dataclass
 class _Loader:
     root: Path
     env: Mapping[str, str] | None
     problems: list[Problem] = field(default_factory=list)
-    origins: dict[tuple[str, str], _Origin] = field(default_factory=dict)
+    origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
     allow_modules: set[str] = field(default_factory=set)
     # `defaults: {replicas: …}` of streams.yaml and where it is written; streams and buckets without their own use it
     default_replicas: tuple[int, Location] | None = None
@@ -151,11 +98,14 @@ class _Loader:
                             )
                         )
                         continue
-                    self.origins[(section, name)] = _Origin(doc, (section, name))
+                    self.origins[(section, name)] = Origin(doc, (section, name))
                     merged[section][name] = value
         buckets = {name: self.bucket(name, spec) for name, spec in merged["kv"].items()}
         services = {name: self.service(name, spec) for name, spec in merged["services"].items()}
         sagas = {name: self.saga(name, spec) for name, spec in merged["sagas"].items()}
+        services, unkeyed = correlation.resolve(services, sagas)
+        for service, where, message in unkeyed:
+            self.problems.append(self.origins[("services", service)].problem(message, *where))
         config = Config(
             self.root,
             streams,
@@ -167,7 +117,8 @@ class _Loader:
             self.replicas_at,
             connection=self.connection(streams_doc),
         )
-        self.cross_check(config)
+        checks = CrossChecks(self.origins, self.allow_modules, self.problems)
+        checks.run(config)
         return None if self.problems else config
 
     def connection(self, doc: Document) -> ConnectionSpec | None:
@@ -195,17 +146,9 @@ class _Loader:
     # --- model construction (input already passed the schema) ---
 
     def stream(self, name: str, raw: dict[str, Any], doc: Document) -> StreamSpec:
-        self.origins[("streams", name)] = _Origin(doc, ("streams", name))
-        values: dict[str, Any] = dict(PRESETS[raw.get("preset", "default")])
+        self.origins[("streams", name)] = Origin(doc, ("streams", name))
+        values = {**PRESETS.get(raw.get("preset", "default"), {}), **options.parse(StreamSpec, raw)}
         values["replicas"] = self.replicas(("streams", name), doc, raw)
-        for key, value in raw.items():
-            if key in ("max_bytes", "max_msg_size"):
-                value = size_bytes(value)
-            elif key in ("max_age", "duplicate_window"):
-                value = seconds(value)
-            elif key == "subjects":
-                value = tuple(value)
-            values[key] = value
         return StreamSpec(name=name, **values)
 
     def replicas(self, path: tuple[str, str], doc: Document, raw: dict[str, Any]) -> int:
@@ -225,17 +168,9 @@ class _Loader:
         return 1
 
     def bucket(self, name: str, raw: dict[str, Any]) -> BucketSpec:
-        ttl = raw.get("ttl")
         origin = self.origins[("kv", name)]
-        return BucketSpec(
-            name=name,
-            history=raw.get("history", 1),
-            storage=raw.get("storage", "file"),
-            replicas=self.replicas(("kv", name), origin.doc, raw),
-            ttl=seconds(ttl) if ttl is not None else None,
-            description=raw.get("description"),
-            cache=raw.get("cache", 1024),
-        )
+        values = {**options.parse(BucketSpec, raw), "replicas": self.replicas(("kv", name), origin.doc, raw)}
+        return BucketSpec(name=name, **values)
 
     @staticmethod
     def retry(raw: dict[str, Any] | None, base: RetryPolicy) -> RetryPolicy:
@@ -265,6 +200,7 @@ class _Loader:
                 max_ack_pending=c.get("max_ack_pending", 2048),
                 handler_timeout=seconds(c.get("handler_timeout", 10)),
                 keepalive=c.get("keepalive", True),
+                key=c.get("key"),
                 description=c.get("description"),
             )
         bindings = tuple(
@@ -277,18 +213,7 @@ class _Loader:
             )
             for b in raw.get("handlers") or []
         )
-        http = None
-        if "http" in raw:
-            h = raw["http"]
-            http = HttpSpec(
-                port=h.get("port", 5100),
-                host=h.get("host", "127.0.0.1"),
-                saga=h.get("saga"),
-                accept=h.get("accept"),
-                body_schema=h.get("body_schema"),
-                views={k: ViewSpec(v["bucket"], v["view"]) for k, v in (h.get("views") or {}).items()},
-                deadline=seconds(h.get("deadline", 10)),
-            )
+        http = http_spec(raw["http"]) if "http" in raw else None
         dl = raw.get("dead_letter") or {}
         return ServiceSpec(
             name=name,
@@ -323,10 +248,11 @@ class _Loader:
             on = {
                 subject: Transition(
                     goto=t.get("goto"),
-                    emit=tuple(t.get("emit") or ()),
+                    emit=dataflow.emits(t.get("emit")),
                     completes=t.get("completes"),
                     compensate=t.get("compensate", False),
                     reason=t.get("reason"),
+                    keep=dataflow.keep(t.get("keep")),
                 )
                 for subject, t in (s.get("on") or {}).items()
             }
@@ -341,214 +267,20 @@ class _Loader:
             start_on=raw["start"]["on"],
             start_state=raw["start"]["state"],
             states=states,
-            key=raw.get("key", "orderId"),
+            key=raw.get("key", ""),  # required: the schema reported its absence
+            start_emit=dataflow.emits(raw["start"].get("emit")),
             timer_stream=timers.get("stream"),
             timer_subject=timers.get("subject"),
-            steps={k: StepSpec(k, v["compensate"], v.get("confirmed_by")) for k, v in (raw.get("steps") or {}).items()},
+            steps={
+                k: StepSpec(k, dataflow.emit(v["compensate"]), v.get("confirmed_by"))
+                for k, v in (raw.get("steps") or {}).items()
+            },
             compensation_timeout=seconds(comp.get("timeout", 60)),
             compensation_failed_state=comp.get("failed_state", "compensation_failed"),
+            compensation_order=comp.get("order", "sequential"),
         )
 
     # --- cross-file checks ---
-
-    def cross_check(self, config: Config) -> None:
-        streams = config.streams
-        names = sorted(streams)
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                for sa in streams[a].subjects:
-                    for sb in streams[b].subjects:
-                        if subj.overlap(sa, sb):
-                            self.problems.append(
-                                self.origins[("streams", b)].problem(
-                                    f"subjects {sb!r} overlap stream {a}'s {sa!r}: a subject must belong to one stream",
-                                    "subjects",
-                                )
-                            )
-
-        def check_covered(subject: str, origin: _Origin, *path: str | int) -> None:
-            if not any(subj.matches(p, subject) for s in streams.values() for p in s.subjects):
-                self.problems.append(
-                    origin.problem(f"subject {subject!r} is not covered by any stream in streams.yaml", *path)
-                )
-
-        for service in config.services.values():
-            origin = self.origins[("services", service.name)]
-            if service.dead_letter.stream not in streams:
-                self.problems.append(
-                    origin.problem(f"dead-letter stream {service.dead_letter.stream!r} is not declared", "dead_letter")
-                )
-            else:
-                dl = streams[service.dead_letter.stream]
-                probe = f"{service.dead_letter.subject_prefix}.{service.name}.x"
-                if not any(subj.matches(p, probe) for p in dl.subjects):
-                    self.problems.append(
-                        origin.problem(
-                            f"dead-letter subjects {service.dead_letter.subject_prefix}.> are not in stream {dl.name}",
-                            "dead_letter",
-                        )
-                    )
-            for durable, consumer in service.consumers.items():
-                if consumer.stream not in streams:
-                    self.problems.append(
-                        origin.problem(f"stream {consumer.stream!r} is not declared", "consumers", durable, "stream")
-                    )
-                    continue
-                for i, f in enumerate(consumer.filter_subjects):
-                    if not any(subj.within(f, p) for p in streams[consumer.stream].subjects):
-                        self.problems.append(
-                            origin.problem(
-                                f"filter {f!r} is outside stream {consumer.stream}'s subjects",
-                                "consumers",
-                                durable,
-                                "filter_subjects",
-                                i,
-                            )
-                        )
-            for i, binding in enumerate(service.bindings):
-                check_covered(binding.subject, origin, "handlers", i, "subject")
-                if not any(
-                    subj.matches(f, binding.subject) for c in service.consumers.values() for f in c.filter_subjects
-                ):
-                    self.problems.append(
-                        origin.problem(
-                            f"no consumer of service {service.name!r} receives {binding.subject!r}",
-                            "handlers",
-                            i,
-                            "subject",
-                        )
-                    )
-                for outcome, subject in binding.emits.items():
-                    check_covered(subject, origin, "handlers", i, "emits", outcome)
-                error = dotted.problem(config.root, binding.handler, dotted.HANDLER, self.allow_modules)
-                if error:
-                    self.problems.append(origin.problem(error, "handlers", i, "handler"))
-            if service.http:
-                h = service.http
-                if h.saga and h.saga not in config.sagas:
-                    self.problems.append(origin.problem(f"saga {h.saga!r} is not declared", "http", "saga"))
-                if h.accept and (error := dotted.problem(config.root, h.accept, dotted.ACCEPT, self.allow_modules)):
-                    self.problems.append(origin.problem(error, "http", "accept"))
-                for view_name, view in h.views.items():
-                    if view.bucket not in config.buckets:
-                        self.problems.append(
-                            origin.problem(
-                                f"KV bucket {view.bucket!r} is not declared", "http", "views", view_name, "bucket"
-                            )
-                        )
-                    if error := dotted.problem(config.root, view.view, dotted.VIEW, self.allow_modules):
-                        self.problems.append(origin.problem(error, "http", "views", view_name, "view"))
-            for i, bucket in enumerate(service.kv):
-                if bucket not in config.buckets:
-                    self.problems.append(origin.problem(f"KV bucket {bucket!r} is not declared in kv", "kv", i))
-
-        for subject in config.messages:
-            check_covered(subject, self.origins[("messages", subject)])
-        for bucket in config.data:
-            if bucket not in config.buckets:
-                self.problems.append(
-                    self.origins[("data", bucket)].problem(f"KV bucket {bucket!r} is not declared in kv")
-                )
-        for saga in config.sagas.values():
-            self.check_saga(config, saga, check_covered)
-
-    def check_saga(self, config: Config, saga: SagaSpec, check_covered: Any) -> None:
-        origin = self.origins[("sagas", saga.name)]
-        service = config.services.get(saga.service)
-        if service is None:
-            self.problems.append(origin.problem(f"service {saga.service!r} is not declared", "service"))
-        elif saga.consumer not in service.consumers:
-            self.problems.append(
-                origin.problem(f"service {saga.service!r} has no consumer {saga.consumer!r}", "consumer")
-            )
-        else:
-            consumer = service.consumers[saga.consumer]
-            for subject in sorted(saga.subjects()):
-                if not any(subj.matches(f, subject) for f in consumer.filter_subjects):
-                    self.problems.append(
-                        origin.problem(f"consumer {saga.consumer!r} does not receive {subject!r}", "consumer")
-                    )
-        if saga.bucket not in config.buckets:
-            self.problems.append(origin.problem(f"KV bucket {saga.bucket!r} is not declared in kv", "bucket"))
-        if saga.timer_subject:
-            check_covered(f"{saga.timer_subject}.fire", origin, "timers", "subject")
-            timer_stream = config.streams.get(saga.timer_stream or "")
-            if timer_stream is None:
-                self.problems.append(origin.problem(f"timer stream {saga.timer_stream!r} is not declared", "timers"))
-            elif not timer_stream.allow_msg_schedules:
-                self.problems.append(
-                    origin.problem(f"timer stream {timer_stream.name} must set 'allow_msg_schedules: true'", "timers")
-                )
-        elif any(s.timeout for s in saga.states.values()) or saga.steps:
-            self.problems.append(
-                origin.problem("states with timeouts or compensations need a 'timers' stream and subject")
-            )
-        for subject in sorted(saga.subjects() | saga.emitted()):
-            check_covered(subject, origin)
-        states = saga.states
-        if saga.start_state not in states:
-            self.problems.append(origin.problem(f"start state {saga.start_state!r} is not declared", "start", "state"))
-        edges: dict[str, set[str]] = {}
-        for state in states.values():
-            targets = edges.setdefault(state.name, set())
-            if state.awaits and state.awaits not in saga.steps:
-                self.problems.append(
-                    origin.problem(f"step {state.awaits!r} is not declared in steps", "states", state.name, "awaits")
-                )
-            if state.timeout:
-                targets.add(state.timeout.goto)
-                if state.timeout.goto not in states:
-                    self.problems.append(
-                        origin.problem(
-                            f"state {state.timeout.goto!r} is not declared", "states", state.name, "timeout", "goto"
-                        )
-                    )
-            for subject, t in state.on.items():
-                if t.goto:
-                    targets.add(t.goto)
-                    if t.goto not in states:
-                        self.problems.append(
-                            origin.problem(
-                                f"state {t.goto!r} is not declared", "states", state.name, "on", subject, "goto"
-                            )
-                        )
-                if t.completes and t.completes not in saga.steps:
-                    self.problems.append(
-                        origin.problem(
-                            f"step {t.completes!r} is not declared in steps",
-                            "states",
-                            state.name,
-                            "on",
-                            subject,
-                            "completes",
-                        )
-                    )
-        if saga.steps:
-            failed = states.get(saga.compensation_failed_state)
-            if failed is None or not failed.terminal:
-                self.problems.append(
-                    origin.problem(
-                        f"compensation failed_state {saga.compensation_failed_state!r} must be declared as a "
-                        "terminal state",
-                        "compensation",
-                    )
-                )
-        terminal = {s.name for s in states.values() if s.terminal}
-        if not terminal:
-            self.problems.append(
-                origin.problem("no terminal state: mark at least one state 'terminal: true'", "states")
-            )
-        reaches = set(terminal)
-        changed = True
-        while changed:
-            changed = False
-            for name, targets in edges.items():
-                if name not in reaches and targets & reaches:
-                    reaches.add(name)
-                    changed = True
-        for name in states:
-            if name not in reaches:
-                self.problems.append(origin.problem(f"state {name!r} can never reach a terminal state", "states", name))
 
 
 def seconds(value: Any) -> float:
@@ -557,13 +289,6 @@ def seconds(value: Any) -> float:
         return _seconds(value)
     except (ValueError, TypeError):
         return 0.0
-
-
-def size_bytes(value: Any) -> int:
-    try:
-        return _size_bytes(value)
-    except (ValueError, TypeError):
-        return -1
 
 
 def _display(path: Path) -> Path:

@@ -7,63 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nats.js import api
-
+from runner.config.connection import ConnectionSpec
+from runner.config.streams import BucketSpec, StreamSpec
 from runner.config.units import human_seconds
 from runner.config.yamlsrc import Location
-from runner.jetstream.connection import ConnectionSpec
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: tuple[str, ...]
-    preset: str = "default"
-    description: str | None = None
-    retention: str = "limits"
-    storage: str = "file"
-    replicas: int = 1
-    max_msgs: int = -1
-    max_bytes: int = -1
-    max_age: float = 0.0
-    max_msg_size: int = -1
-    max_msgs_per_subject: int = -1
-    max_consumers: int = -1
-    discard: str = "old"
-    duplicate_window: float = 120.0
-    deny_delete: bool = False
-    deny_purge: bool = False
-    allow_rollup: bool = False
-    allow_direct: bool = False
-    allow_msg_schedules: bool = False
-    compression: str = "none"
-    no_ack: bool = False
-
-    def to_nats(self) -> api.StreamConfig:
-        return api.StreamConfig(
-            name=self.name,
-            description=self.description,
-            subjects=list(self.subjects),
-            retention=api.RetentionPolicy(self.retention),
-            storage=api.StorageType(self.storage),
-            num_replicas=self.replicas,
-            max_msgs=self.max_msgs,
-            max_bytes=self.max_bytes,
-            max_age=self.max_age,
-            max_msg_size=self.max_msg_size,
-            max_msgs_per_subject=self.max_msgs_per_subject,
-            max_consumers=self.max_consumers,
-            discard=api.DiscardPolicy(self.discard),
-            duplicate_window=self.duplicate_window,
-            deny_delete=self.deny_delete,
-            deny_purge=self.deny_purge,
-            # nats-server turns rollups on for a stream that holds message schedules.
-            allow_rollup_hdrs=self.allow_rollup or self.allow_msg_schedules,
-            allow_direct=self.allow_direct,
-            allow_msg_schedules=self.allow_msg_schedules or None,
-            compression=api.StoreCompression(self.compression),
-            no_ack=self.no_ack,
-        )
 
 
 @dataclass(frozen=True)
@@ -128,6 +75,7 @@ class ConsumerSpec:
     handler_timeout: float = 10.0
     keepalive: bool = True
     description: str | None = None
+    key: str | None = None  # the payload field correlating its messages: declared, or the key of the saga it serves
 
 
 @dataclass(frozen=True)
@@ -142,20 +90,33 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class ViewSpec:
-    bucket: str
-    view: str
+class ResourceSpec:
+    """An HTTP resource (runner/config/http.py): a saga's instances, or a KV bucket's values (read-only)."""
+
+    path: str  # e.g. /api/bookings
+    name: str  # singular, as messages say it: "order 42 not found"
+    saga: str | None = None
+    id_source: str = "generated"  # generated (uuid4, or stable per Idempotency-Key) | client (the body's id field)
+    accept: str | None = None  # def accept(body, id) -> dict: the start event's payload
+    view: str | None = None  # def view(key, value) -> dict: what GET answers
+    body_schema: dict[str, Any] | None = None
+    commands: dict[str, str] = field(default_factory=dict)  # command name → event published into the instance
+    bucket: str | None = None  # a KV view instead of a saga
+    key: str = "id"  # a KV view's name for its key (a saga resource's id is the saga's key)
 
 
 @dataclass(frozen=True)
 class HttpSpec:
     port: int = 5100
     host: str = "127.0.0.1"
-    saga: str | None = None
-    accept: str | None = None
-    body_schema: dict[str, Any] | None = None
-    views: dict[str, ViewSpec] = field(default_factory=dict)
+    resources: dict[str, ResourceSpec] = field(default_factory=dict)
     deadline: float = 10.0  # a request is answered within this (plus a short grace for a late ack)
+
+    def saga_resources(self) -> list[ResourceSpec]:
+        return [r for r in self.resources.values() if r.saga]
+
+    def view_resources(self) -> list[ResourceSpec]:
+        return [r for r in self.resources.values() if r.bucket]
 
 
 @dataclass(frozen=True)
@@ -172,12 +133,23 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class Emit:
+    """A message a saga publishes. `fields` (YAML `with:`) shapes its payload: field → source path, the source
+    being `key`, `reason`, `data.<field>…` (the start payload) or `gathered.<field>…`; None sends the start
+    payload whole. The saga's key field always carries the instance key."""
+
+    subject: str
+    fields: dict[str, tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True)
 class Transition:
     goto: str | None = None
-    emit: tuple[str, ...] = ()
+    emit: tuple[Emit, ...] = ()
     completes: str | None = None
     compensate: bool = False
     reason: str | None = None
+    keep: dict[str, tuple[str, ...]] = field(default_factory=dict)  # gathered field → path in the event
 
 
 @dataclass(frozen=True)
@@ -200,8 +172,11 @@ class StateSpec:
 @dataclass(frozen=True)
 class StepSpec:
     name: str
-    compensate: str
+    compensate: Emit
     confirmed_by: str | None = None
+
+
+REJECTED_STATE = "failed"  # built in (declaring it is optional): where an instance whose start was rejected ends
 
 
 @dataclass(frozen=True)
@@ -213,12 +188,14 @@ class SagaSpec:
     start_on: str
     start_state: str
     states: dict[str, StateSpec]
-    key: str = "orderId"
+    key: str  # the payload field identifying an instance; every message of the saga carries it
+    start_emit: tuple[Emit, ...] = ()
     timer_stream: str | None = None
     timer_subject: str | None = None
     steps: dict[str, StepSpec] = field(default_factory=dict)
     compensation_timeout: float = 60.0
     compensation_failed_state: str = "compensation_failed"
+    compensation_order: str = "sequential"  # newest first, one at a time; "parallel": all at once
 
     def subjects(self) -> set[str]:
         """Every event subject this saga consumes."""
@@ -229,33 +206,11 @@ class SagaSpec:
         return subjects
 
     def emitted(self) -> set[str]:
-        out = {s.compensate for s in self.steps.values()}
+        out = {s.compensate.subject for s in self.steps.values()} | {e.subject for e in self.start_emit}
         for state in self.states.values():
             for transition in state.on.values():
-                out.update(transition.emit)
+                out.update(e.subject for e in transition.emit)
         return out
-
-
-@dataclass(frozen=True)
-class BucketSpec:
-    name: str
-    history: int = 1
-    storage: str = "file"
-    replicas: int = 1
-    ttl: float | None = None
-    description: str | None = None
-    cache: int = 1024
-
-    def to_nats(self) -> api.KeyValueConfig:
-        return api.KeyValueConfig(
-            bucket=self.name,
-            description=self.description,
-            history=self.history,
-            storage=api.StorageType(self.storage),
-            replicas=self.replicas,
-            ttl=self.ttl,
-            direct=True,  # direct gets: reads on the shared inbox, no stream-API round trip
-        )
 
 
 @dataclass(frozen=True)

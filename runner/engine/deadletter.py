@@ -3,6 +3,9 @@
 Each entry's Nats-Msg-Id is `dlq.<consumer>.<stream>.<sequence>` of the original message: dead-lettering
 the same delivery twice (a crash between publish and term) stores it once, while two consumers of one
 message (two services) each keep their own entry.
+
+A replay is addressed to the consumer that dead-lettered the message (`Flowrun-Replay-For: <durable>`): it
+goes back to the original, shared subject, and every other consumer of that subject acks it without effect.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ H_ERROR = "Flowrun-Error"
 H_FAILED_AT = "Flowrun-Failed-At"
 H_CORRELATION = "Flowrun-Correlation-Id"
 H_REPLAYED = "Flowrun-Replayed"
+H_REPLAY_FOR = "Flowrun-Replay-For"
+
+
+def replayed_for_another(headers: dict[str, str], durable: str) -> bool:
+    """A dead letter replayed for a different consumer of the same subject: not this consumer's to process."""
+    target = headers.get(H_REPLAY_FOR)
+    return target is not None and target != durable
 
 
 def dead_letter_subject(prefix: str, service: str, original_subject: str) -> str:

@@ -18,190 +18,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 
 from runner import codec
-from runner.config.model import Binding, ConsumerSpec, RetryPolicy, ServiceSpec
+from runner.config.model import ConsumerSpec, RetryPolicy, ServiceSpec
 from runner.config.subjects import is_identifier
 from runner.engine import deadletter, faults, headers
+from runner.engine.retry import EARLY, FATAL, OUTAGE, Failure, OutageClock, UncountedDeliveries, classify
+from runner.engine.routes import Route, event_id_of
 from runner.engine.saga import Publish, SagaMachine
-from runner.engine.validation import PayloadValidator
-from runner.handler import Context, FatalError, Outcome, OutOfOrder, RetryableError
 from runner.jetstream.kv import Bucket
-from runner.jetstream.publish import Publisher, Unavailable
+from runner.jetstream.publish import Publisher
 from runner.jetstream.pull import ACK, TERM, PullStream
 from runner.logs import event
 
 log = logging.getLogger("flowrun.dispatch")
-
-Run = Callable[[dict[str, Any], str, str], Awaitable[list[Publish]]]
-"""(payload, subject, event id) → what to publish."""
-
-
-@dataclass(frozen=True)
-class Route:
-    """How one subject is handled on a consumer."""
-
-    run: Run
-    retry: RetryPolicy
-    timeout: float
-    schema: PayloadValidator | None
-
-
-def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Context, key: str) -> Run:
-    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
-        outcome = await fn(data, ctx)
-        if outcome is None:
-            return []
-        if not isinstance(outcome, Outcome):
-            raise FatalError(f"handler {binding.handler} returned {type(outcome).__name__}, not an Outcome")
-        target = binding.emits.get(outcome.name)
-        if target is None:
-            raise FatalError(f"handler {binding.handler} returned outcome {outcome.name!r}, not in its emits")
-        payload = {key: data[key], **outcome.data}
-        return [Publish(target, payload, f"{data[key]}.{target}")]
-
-    return run
-
-
-def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
-    key_field = machine.spec.key
-    start = machine.spec.start_on
-
-    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
-        def step(record: Any) -> tuple[Any, tuple[list[Publish], bool]]:
-            decision = machine.apply(record, subject, data, event_id)
-            done = decision.record["state"] in machine.terminal
-            return (decision.record if decision.changed else record), (decision.publishes, done)
-
-        key = data[key_field]
-        # A start event almost always creates its instance: skip the read.
-        publishes, done = await bucket.mutate(key, step, assume_absent=subject == start)
-        if done:  # a finished instance is rarely touched again: keep the cache for live ones
-            bucket.forget(key)
-        return publishes
-
-    return run
-
-
-FATAL, RETRY, OUTAGE, EARLY = "fatal", "retry", "outage", "early"
-
-
-class Failure(Exception):
-    """Why a message could not be processed, already classified as one of FATAL (dead-letter now),
-    RETRY (counts as an attempt), OUTAGE (JetStream unavailable) or EARLY (out of order)."""
-
-    def __init__(self, message: str, error_type: str, kind: str = RETRY):
-        super().__init__(message)
-        self.error_type = error_type
-        self.kind = kind
-
-    @property
-    def fatal(self) -> bool:
-        return self.kind == FATAL
-
-
-def classify(exc: BaseException, policy: RetryPolicy) -> Failure:
-    if isinstance(exc, Failure):
-        return exc
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    name = type(exc).__name__
-    message = str(exc) or name
-    if isinstance(exc, Unavailable):
-        return Failure(message, name, OUTAGE)
-    if isinstance(exc, OutOfOrder):
-        return Failure(message, name, EARLY)
-    if isinstance(exc, FatalError) or names & set(policy.fatal_on):
-        return Failure(message, name, FATAL)
-    if isinstance(exc, RetryableError):
-        return Failure(message, name, RETRY)
-    if policy.retry_on and not names & set(policy.retry_on):
-        return Failure(message, name, FATAL)
-    return Failure(message, name, RETRY)
-
-
-class UncountedDeliveries:
-    """Deliveries of a message that failed through no fault of its own (outages, out-of-order
-    arrivals), so they do not use up its attempts. Kept per process and bounded: a message that moves
-    to another instance starts its count again there, which errs on the side of more retries."""
-
-    def __init__(self, limit: int = 10_000):
-        self.limit = limit
-        self._counts: OrderedDict[int, int] = OrderedDict()
-
-    def add(self, msg: Msg) -> int:
-        seq = msg.metadata.sequence.stream
-        count = self._counts.pop(seq, 0) + 1
-        self._counts[seq] = count
-        if len(self._counts) > self.limit:
-            self._counts.popitem(last=False)
-        return count
-
-    def attempts(self, msg: Msg) -> int:
-        """Deliveries that count against max_attempts."""
-        meta = msg.metadata
-        return meta.num_delivered - self._counts.get(meta.sequence.stream, 0)
-
-    def settled(self, msg: Msg) -> None:
-        if self._counts:
-            self._counts.pop(msg.metadata.sequence.stream, None)
-
-
-class OutageClock:
-    """When JetStream became unavailable for this consumer (None while it answers), so the delay
-    of outage retries grows from quick to `max_delay` and the outage is logged once, not per message."""
-
-    RECENT = 5.0  # an outage failure this recent still counts as an ongoing outage
-
-    def __init__(self, name: str):
-        self.name = name
-        self.since: float | None = None
-        self.last_failure = 0.0
-        self._reported_long = False
-
-    def failed(self, failure: Failure, budget: float) -> float:
-        """Record an outage failure; the seconds it has lasted."""
-        now = time.monotonic()
-        self.last_failure = now
-        if self.since is None:
-            self.since = now
-            event(log, logging.WARNING, "JetStream unavailable; retrying", consumer=self.name, reason=str(failure))
-        lasted = now - self.since
-        if lasted > budget and not self._reported_long:
-            self._reported_long = True
-            event(
-                log,
-                logging.ERROR,
-                "JetStream unavailable beyond the outage budget; still retrying, nothing is dead-lettered",
-                consumer=self.name,
-                seconds=f"{lasted:.1f}",
-                reason=str(failure),
-            )
-        return lasted
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            event(
-                log,
-                logging.WARNING,
-                "JetStream available again",
-                consumer=self.name,
-                seconds=f"{time.monotonic() - self.since:.1f}",
-            )
-            self.since = None
-            self._reported_long = False
-
-    def lasted(self) -> float:
-        return 0.0 if self.since is None else time.monotonic() - self.since
-
-    def active(self) -> bool:
-        """In an outage now: the last failure is recent (a quiet consumer may see no success for a while)."""
-        return self.since is not None and time.monotonic() - self.last_failure < self.RECENT
 
 
 class ConsumerWorker:
@@ -401,6 +234,8 @@ class ConsumerWorker:
         return route.retry if route else self.service.retry
 
     async def _process(self, msg: Msg) -> list[Publish]:
+        if msg.headers and deadletter.replayed_for_another(msg.headers, self.spec.durable):
+            return []  # another consumer's dead letter, replayed to the shared subject: acked, no effect
         route = self.routes.get(msg.subject)
         if route is None:
             raise Failure(f"no handler bound to subject {msg.subject!r} on {self.name}", "NoHandler", FATAL)
@@ -432,7 +267,7 @@ class ConsumerWorker:
             if error is not None:
                 where = "/".join(map(str, error.absolute_path)) or "payload"
                 raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", FATAL)
-        event_id = hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"
+        event_id = event_id_of(msg)
         return await route.run(data, msg.subject, event_id)
 
     async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
@@ -484,6 +319,23 @@ class ConsumerWorker:
             event(log, logging.ERROR, "dead-letter publish failed", subject=msg.subject, error=repr(exc))
             return None
 
+    async def _apply_rejection(self, msg: Msg, failure: Failure) -> None:
+        """Let the route act on its dead letter: a saga ends the instance of a start event it rejected."""
+        route = self.routes.get(msg.subject)
+        if route is None or route.rejected is None:
+            return
+        try:
+            data = codec.loads(msg.data)
+        except codec.DecodeError:
+            return  # not JSON: it names no instance
+        if not isinstance(data, dict):
+            return
+        publishes = await route.rejected(data, event_id_of(msg), str(failure))
+        futures = [await self._publish(p, msg) for p in publishes]
+        if futures:
+            async with asyncio.timeout(self.spec.ack_wait):
+                await asyncio.gather(*futures)
+
     async def _finish_dead_letter(self, msg: Msg, failure: Failure, future: asyncio.Future[Any] | None) -> None:
         try:
             if future is None:
@@ -492,6 +344,14 @@ class ConsumerWorker:
         except Exception as exc:
             # Never lost: leave it to come back and try dead-lettering again (not an attempt of its own).
             event(log, logging.ERROR, "dead-letter not stored; message kept", subject=msg.subject, error=repr(exc))
+            self.uncounted.add(msg)
+            await msg.nak(delay=1.0)
+            return
+        try:
+            await self._apply_rejection(msg, failure)
+        except Exception as exc:
+            # Stored, not yet applied: it comes back, its dead letter is deduplicated, and this is retried.
+            event(log, logging.ERROR, "dead letter not applied yet; message kept", subject=msg.subject, error=repr(exc))
             self.uncounted.add(msg)
             await msg.nak(delay=1.0)
             return

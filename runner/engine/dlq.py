@@ -1,8 +1,13 @@
 """Browse, replay and purge dead letters. Entries are never deleted by a replay, only marked.
 
 An entry is a message in the dead-letter stream (its id is that stream's sequence number). A replay
-republishes the original payload to the original subject under a fresh Nats-Msg-Id, then records a
-marker message `<prefix>._replayed.<id>` in the same stream, so `ls` can show what was replayed.
+republishes the original payload to the original subject under a fresh Nats-Msg-Id (the original id may
+still be inside the stream's duplicate window, which would drop it), then records a marker message
+`<prefix>._replayed.<id>` in the same stream, so `ls` can show what was replayed.
+
+The original subject is shared (orders.created reaches the saga and inventory), and a fresh id defeats both
+the stream's and the saga's deduplication, so a replay names the consumer that dead-lettered it
+(`Flowrun-Replay-For`); every other consumer acks it without effect (runner/engine/dispatch.py).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from runner import codec
+from runner.config.model import Config, DeadLetterSpec
 from runner.engine import deadletter as h
 
 MARKER = "_replayed"
@@ -110,10 +116,43 @@ async def entries(js: JetStreamContext, stream: str, prefix: str, service: str |
     return [e for e in found if service is None or e.service == service]
 
 
+def target(config: Config, service: str | None) -> DeadLetterSpec:
+    """Where `service` dead-letters, or every service when they all share one place (ValueError if not)."""
+    if service is not None:
+        return config.services[service].dead_letter
+    specs = {s.dead_letter for s in config.services.values()}
+    if len(specs) != 1:
+        raise ValueError("services use different dead-letter streams")
+    return specs.pop()
+
+
+async def find(js: JetStreamContext, stream: str, prefix: str, entry_id: int, service: str | None = None) -> Entry:
+    """One entry by id (of `service`, if given); LookupError when there is none."""
+    entry = next((e for e in await entries(js, stream, prefix, service) if e.id == entry_id), None)
+    if entry is None:
+        raise LookupError(f"no dead letter with id {entry_id}")
+    return entry
+
+
+async def replay_selected(
+    js: JetStreamContext, stream: str, prefix: str, entry_id: int | None, service: str | None = None
+) -> list[tuple[int, int]]:
+    """Replay entry `entry_id` (again, if asked twice), or without an id every entry not yet replayed.
+    Returns (entry id, new stream seq) for each."""
+    if entry_id is not None:
+        chosen = [await find(js, stream, prefix, entry_id, service)]
+    else:
+        chosen = [e for e in await entries(js, stream, prefix, service) if not e.replayed]
+    return [(e.id, await replay(js, stream, prefix, e)) for e in chosen]
+
+
 async def replay(js: JetStreamContext, stream: str, prefix: str, entry: Entry) -> int:
-    """Republish an entry to its original subject (fresh id) and mark it replayed. Returns the new seq."""
+    """Republish an entry to its original subject (fresh id), for its consumer only, and mark it replayed.
+    Returns the new seq."""
     original_id = entry.headers.get(h.H_MSG_ID) or f"{entry.original}"
     headers = {"Nats-Msg-Id": f"{original_id}.replay.{uuid.uuid4().hex[:12]}", h.H_REPLAYED: str(entry.id)}
+    if entry.consumer:  # an entry that does not name its consumer goes to every consumer of the subject
+        headers[h.H_REPLAY_FOR] = entry.consumer
     if entry.correlation_id:
         headers[h.H_CORRELATION] = entry.correlation_id
     ack = await js.publish(entry.subject, entry.data, headers=headers)

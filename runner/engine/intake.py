@@ -13,6 +13,11 @@ leader election, a stalled server). What it answers must be the truth:
 
 Each attempt has its own start event id (`<key>.<start subject>.<nonce>`), kept in the record, so an
 attempt that was given up on cannot shadow a later one through JetStream's duplicate window.
+
+An instance can never be stuck waiting for a start nobody consumes: a payload that fails the start
+event's `messages:` schema is refused before anything is stored (`StartRejected`), and the instance's
+timer is armed with it, before its start event is published (the saga consumer would arm the same one).
+A start event its saga's consumer still dead-letters ends the instance `failed` (runner/engine/dispatch.py).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from datetime import datetime
 from typing import Any
 
 from runner import codec
+from runner.config.model import Config, SagaSpec
 from runner.engine import headers
 from runner.engine.deadletter import H_CORRELATION
-from runner.engine.saga import SagaMachine
+from runner.engine.saga import Publish, SagaMachine
+from runner.engine.validation import PayloadValidator
 from runner.jetstream.kv import Bucket, Conflict
 from runner.jetstream.publish import Publisher, Unavailable
 from runner.logs import event
@@ -49,6 +56,10 @@ class IdempotencyMismatch(Exception):
     """The Idempotency-Key was used before with a different request."""
 
 
+class StartRejected(ValueError):
+    """The start payload fails its `messages:` schema: every consumer would dead-letter it. Nothing was stored."""
+
+
 @dataclass(frozen=True)
 class Started:
     key: str
@@ -65,19 +76,38 @@ def request_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(codec.canonical(body)).hexdigest()
 
 
+def start_validator(config: Config, saga: SagaSpec) -> PayloadValidator | None:
+    """The check `Intake` applies to start payloads: the start event's `messages:` schema, if it has one."""
+    schema = config.messages.get(saga.start_on)
+    return PayloadValidator(schema) if schema else None
+
+
 class Intake:
     """Starts instances of one saga for the HTTP API."""
 
-    def __init__(self, machine: SagaMachine, bucket: Bucket, publisher: Publisher, deadline: float = 10.0):
+    def __init__(
+        self,
+        machine: SagaMachine,
+        bucket: Bucket,
+        publisher: Publisher,
+        deadline: float = 10.0,
+        validator: PayloadValidator | None = None,
+    ):
         self.machine = machine
         self.bucket = bucket
         self.publisher = publisher
         self.deadline = deadline
+        self.validator = validator  # see start_validator
         self.grace = min(3.0, deadline / 2)  # after the fence: time to learn whether a late ack made it
         self._cleanups: set[asyncio.Task[None]] = set()
 
     async def start(self, key: str, data: dict[str, Any], digest: str | None = None) -> Started:
-        """Store the instance and its start event, or raise NotAccepted (nothing will happen)."""
+        """Store the instance and its start event, or raise NotAccepted / StartRejected (nothing will happen)."""
+        if self.validator is not None and (error := self.validator.first_error(data)) is not None:
+            where = "/".join(map(str, error.absolute_path)) or "payload"
+            raise StartRejected(
+                f"the {self.machine.spec.start_on} payload fails its schema at {where}: {error.message}"
+            )
         fence = time.time() + self.deadline
         event_id = f"{key}.{self.machine.spec.start_on}.{secrets.token_hex(4)}"
         record = self.machine.start(key, data, event_id)
@@ -99,7 +129,7 @@ class Intake:
         self, key: str, record: dict[str, Any], data: dict[str, Any], digest: str | None
     ) -> Started | None:
         """Retry the writes while JetStream is unavailable; None if the start landed after its fence."""
-        created = False
+        created = armed = False
         delay = 0.05
         while True:
             try:
@@ -108,6 +138,9 @@ class Intake:
                     if existing is not None:
                         return await self._existing(key, existing, data, digest)
                     created = True
+                if not armed:
+                    await self._arm(key, record)
+                    armed = True
                 if await self._publish_start(key, data, record["startEvent"], record["acceptBy"]):
                     return Started(key, record, replayed=False)
                 return None  # stored after the fence: consumers will ignore it
@@ -141,12 +174,24 @@ class Intake:
         moved_on = record["state"] != self.machine.spec.start_state or len(record.get("history", ())) > 1
         if moved_on or "startEvent" not in record:
             return Started(key, record, replayed=True)
-        # Still at its start: confirm the first attempt's start event (same id, same fence; a duplicate
-        # is harmless) or, if that attempt was given up on, replace it with this one.
+        # Still at its start: confirm the first attempt's timer and start event (same ids, same fence; a
+        # duplicate is harmless) or, if that attempt was given up on, replace it with this one.
+        await self._arm(key, record)
         if await self._publish_start(key, record["data"], record["startEvent"], record["acceptBy"]):
             return Started(key, record, replayed=True)
         await self.bucket.delete(key, revision)
         return await self.start(key, data, digest)
+
+    async def _arm(self, key: str, record: dict[str, Any]) -> None:
+        """Store the instance's timer before its start event: if the start is never consumed (or given up
+        on), the timer still fires; on an instance that is gone or moved on it finds nothing to do."""
+        alarms = [await self._send(key, p) for p in self.machine.alarm(record)]
+        for ack in alarms:
+            await ack
+
+    async def _send(self, key: str, p: Publish) -> asyncio.Future[Any]:
+        msg_headers = {"Nats-Msg-Id": p.msg_id, H_CORRELATION: key, **(p.headers or {})}
+        return await self.publisher.publish(p.subject, codec.dumps(p.data), msg_headers)
 
     async def _publish_start(self, key: str, data: dict[str, Any], event_id: str, fence: float) -> bool:
         """Publish the start event; True if it was stored before the fence (so consumers act on it)."""

@@ -3,11 +3,16 @@
 Pure so it can run inside a KV compare-and-set: on a conflict the runner re-reads the instance and
 simply applies the event again. Instance state is one JSON object per key:
 
-    state, data (the start event's payload), reason, steps (completed, in order), compensated,
-    pending (compensations awaiting confirmation), target (state after compensation),
-    entered (a counter bumped on every state change), deadline (the current state's timeout),
-    alarm (when the instance's one timer fires), history (every event in and out, oldest first;
-    consumed ones carry their message id).
+    state, data (the start event's payload), gathered (step outputs kept by `keep:`), reason,
+    steps (completed, in order), compensated (steps whose undo is sent or queued), pending
+    (compensations sent, awaiting confirmation), queued (compensations not sent yet, next first),
+    target (state after compensation), entered (a counter bumped on every state change), deadline
+    (the current state's timeout), alarm (when the instance's one timer fires), history (every event
+    in and out, oldest first; consumed ones carry their message id).
+
+Compensation runs newest step first. Sequentially by default: a step's undo is sent only once the
+undo of the step after it is confirmed, since a later step may stand on an earlier one (a shipment on
+reserved stock). `compensation: {order: parallel}` sends them all at once, for independent steps.
 
 Timers: each instance has at most one JetStream message schedule, armed at `now + the shortest
 timeout in the saga`. Every later deadline is at least that far away, so a transition never needs
@@ -22,11 +27,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.config.model import SagaSpec, Transition
-from runner.handler import OutOfOrder
+from runner.config.model import REJECTED_STATE, Emit, SagaSpec, Transition
+from runner.engine import picks
+from runner.errors import OutOfOrder
 
 COMPENSATING = "compensating"
+PARALLEL = "parallel"
 TIMEOUT_SUBJECT = "timeout"
+REJECTED_SUBJECT = "rejected"
+REASON_LIMIT = 500  # a rejection's reason quotes a validator's message: kept readable and bounded
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,10 @@ class SagaMachine:
 
     def __init__(self, spec: SagaSpec):
         self.spec = spec
-        self.terminal = {s.name for s in spec.states.values() if s.terminal} | {spec.compensation_failed_state}
+        self.terminal = {s.name for s in spec.states.values() if s.terminal} | {
+            spec.compensation_failed_state,
+            REJECTED_STATE,
+        }
         self.confirmations = {s.confirmed_by: s.name for s in spec.steps.values() if s.confirmed_by}
         timeouts = [s.timeout.after for s in spec.states.values() if s.timeout]
         if spec.steps:
@@ -73,22 +85,27 @@ class SagaMachine:
     # --- public entry points ---
 
     def start(self, key: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
-        """A new instance for a start event; its timer deadline is fixed now, published by `apply`."""
+        """A new instance for a start event. Its timer deadline is fixed now and its start commands are
+        in its history: `apply` publishes both (so does a redelivery of the start event)."""
         record = {
             "key": key,
             "saga": self.spec.name,
             "state": self.spec.start_state,
             "data": data,
+            "gathered": {},
             "reason": None,
             "steps": [],
             "compensated": [],
             "pending": [],
+            "queued": [],
             "target": None,
             "entered": 1,
             "created": time.time(),
             "updated": time.time(),
             "history": [self._entry(self.spec.start_on, data, event_id)],
         }
+        for emit in self.spec.start_emit:
+            self._publish(record, emit, event_id)
         self._arm(record)
         return record
 
@@ -101,7 +118,7 @@ class SagaMachine:
                     f"unknown {self.spec.name} instance {key!r}: {subject} arrived before {self.spec.start_on}"
                 )
             record = self.start(key, data, event_id)
-            return Decision(record, self._alarm(record), note="started")
+            return Decision(record, self._replay(record, event_id), note="started")
         if any(e.get("id") == event_id for e in record["history"]):
             # Seen before (a redelivery, possibly after a crash before publishing): publish again.
             return Decision(record, self._replay(record, event_id), changed=False, note="duplicate")
@@ -109,11 +126,31 @@ class SagaMachine:
         record["history"].append(self._entry(subject, data, event_id))
         if record["state"] == COMPENSATING:
             return self._while_compensating(record, subject, data, event_id)
-        transition = self.spec.states[record["state"]].on.get(subject)
+        transition = self._on(record["state"], subject)
         if transition is None:
             record["history"][-1]["ignored"] = f"no transition on {subject} in state {record['state']}"
             return Decision(record, note="ignored")
         return self._transition(record, transition, data, event_id)
+
+    def on_start_rejected(self, record: dict[str, Any] | None, event_id: str, reason: str) -> Decision | None:
+        """The saga's consumer dead-lettered the start event `event_id` of an instance the API already
+        created: end it in `failed` with the reason, rather than leave it waiting for nothing. Like a
+        timeout, the step the start state awaits is undone first (another consumer of the event may
+        have acted on it). None when the instance is not that start's, or has moved on."""
+        if record is None or record["state"] != self.spec.start_state or record["entered"] != 1:
+            return None
+        if record["history"][0].get("id") != event_id:
+            return None
+        record = self._copy(record)
+        # Its start commands were never sent (that happens when the start event is consumed): drop them.
+        record["history"] = [e for e in record["history"] if e.get("cause") != event_id]
+        reason = f"start rejected: {reason}"[:REASON_LIMIT]
+        rejection = f"{record['key']}.{REJECTED_SUBJECT}"
+        record["history"].append(self._entry(REJECTED_SUBJECT, {"state": record["state"], "reason": reason}, rejection))
+        awaits = self.spec.states[record["state"]].awaits
+        if awaits and awaits not in record["steps"]:
+            record["steps"].append(awaits)
+        return self._transition(record, Transition(goto=REJECTED_STATE, compensate=True, reason=reason), {}, rejection)
 
     def on_alarm(self, record: dict[str, Any] | None, now: float | None = None) -> Decision | None:
         """The instance's alarm fired. None when there is nothing to do (no deadline, or gone)."""
@@ -125,7 +162,7 @@ class SagaMachine:
             return None  # the current state has no timeout: the alarm is simply spent
         if deadline["due"] > now:  # not yet: fire again when it is due
             record = {**record, "alarm": deadline["due"]}
-            return Decision(record, self._alarm(record), note="re-armed")
+            return Decision(record, self.alarm(record), note="re-armed")
         # This alarm is spent: whatever state comes next arms a fresh one.
         return self.on_timeout({**record, "alarm": None}, deadline["state"], deadline["entered"])
 
@@ -137,6 +174,8 @@ class SagaMachine:
         event_id = f"{record['key']}.timeout.{entered}"
         if state == COMPENSATING:
             reason = f"compensation not confirmed in time: {', '.join(record['pending'])}"
+            if record["queued"]:
+                reason += f" (so never sent: {', '.join(record['queued'])})"
             record["history"].append(self._entry(TIMEOUT_SUBJECT, {"state": state, "reason": reason}, event_id))
             record["reason"] = reason
             self._enter(record, self.spec.compensation_failed_state)
@@ -165,20 +204,27 @@ class SagaMachine:
 
     # --- internals ---
 
+    def _on(self, state: str, subject: str) -> Transition | None:
+        spec = self.spec.states.get(state)  # the built-in states (failed) have no transitions
+        return spec.on.get(subject) if spec else None
+
     def _transition(self, record: dict[str, Any], t: Transition, data: dict[str, Any], event_id: str) -> Decision:
         if t.reason or data.get("reason"):
             record["reason"] = t.reason or data.get("reason")
+        if t.keep:
+            record["gathered"] = {**record["gathered"], **picks.gathered(t.keep, data)}
         if t.completes and t.completes not in record["steps"]:
             record["steps"].append(t.completes)
-        publishes = [self._publish(record, subject, event_id) for subject in t.emit]
+        publishes = [self._publish(record, emit, event_id) for emit in t.emit]
         target = t.goto or record["state"]
         if t.compensate:
             todo = [s for s in reversed(record["steps"]) if s not in record["compensated"]]
             if todo:
                 record["compensated"].extend(todo)
-                record["pending"] = todo
                 record["target"] = target
-                publishes += [self._publish(record, self.spec.steps[s].compensate, event_id) for s in todo]
+                parallel = self.spec.compensation_order == PARALLEL
+                record["pending"], record["queued"] = (todo, []) if parallel else (todo[:1], todo[1:])
+                publishes += [self._undo(record, step, event_id) for step in record["pending"]]
                 self._enter(record, COMPENSATING)
                 return Decision(record, publishes + self._arm(record), note="compensating")
         if target != record["state"]:
@@ -192,24 +238,35 @@ class SagaMachine:
         step = self.confirmations.get(subject)
         if step in record["pending"]:
             record["pending"].remove(step)
-            if not record["pending"]:
-                target = record["target"]
-                record["target"] = None
-                self._enter(record, target)
-                return Decision(record, self._arm(record), note=f"compensated -> {target}")
-            return Decision(record, note=f"{step} compensated")
+            if record["pending"]:
+                return Decision(record, note=f"{step} compensated")
+            if record["queued"]:  # sequential: the next older step's turn, with its own time to confirm
+                record["pending"] = [record["queued"].pop(0)]
+                publishes = [self._undo(record, record["pending"][0], event_id)]
+                self._enter(record, COMPENSATING)
+                return Decision(record, publishes + self._arm(record), note=f"{step} compensated")
+            target = record["target"]
+            record["target"] = None
+            self._enter(record, target)
+            return Decision(record, self._arm(record), note=f"compensated -> {target}")
         # A late success while undoing (e.g. a charge after a timeout): undo it as the target would.
-        later = self.spec.states[record["target"]].on.get(subject)
+        later = self._on(record["target"], subject)
         if later and later.completes and later.compensate and later.completes not in record["compensated"]:
-            record["steps"].append(later.completes)
-            record["compensated"].append(later.completes)
-            record["pending"].append(later.completes)
-            step_spec = self.spec.steps[later.completes]
-            return Decision(
-                record, [self._publish(record, step_spec.compensate, event_id)], note="compensating late step"
-            )
+            step = later.completes
+            if later.keep:  # its output (a payment id) may be what its undo needs
+                record["gathered"] = {**record["gathered"], **picks.gathered(later.keep, data)}
+            record["steps"].append(step)
+            record["compensated"].append(step)
+            if self.spec.compensation_order == PARALLEL:
+                record["pending"].append(step)
+                return Decision(record, [self._undo(record, step, event_id)], note="compensating late step")
+            record["queued"].insert(0, step)  # the newest step: undone next, once the one in flight is confirmed
+            return Decision(record, note="late step queued for compensation")
         record["history"][-1]["ignored"] = f"no transition on {subject} while compensating"
         return Decision(record, note="ignored")
+
+    def _undo(self, record: dict[str, Any], step: str, cause: str) -> Publish:
+        return self._publish(record, self.spec.steps[step].compensate, cause)
 
     def _enter(self, record: dict[str, Any], state: str) -> None:
         record["state"] = state
@@ -230,10 +287,11 @@ class SagaMachine:
         if alarm is not None and now < alarm <= due:
             return []  # the pending alarm fires first and re-arms for this deadline
         record["alarm"] = now + self.shortest
-        return self._alarm(record)
+        return self.alarm(record)
 
-    def _alarm(self, record: dict[str, Any]) -> list[Publish]:
-        """The schedule message of the instance's alarm (re-publishing it is harmless)."""
+    def alarm(self, record: dict[str, Any]) -> list[Publish]:
+        """The schedule message of the instance's alarm (re-publishing it is harmless). The API publishes
+        it with the instance it creates, so the instance times out even if its start is never consumed."""
         alarm = record.get("alarm")
         if alarm is None or not self.spec.timer_subject:
             return []
@@ -248,17 +306,15 @@ class SagaMachine:
             for e in record["history"]
             if e.get("cause") == event_id and "msg_id" in e
         ]
-        return out + self._alarm(record)
+        return out + self.alarm(record)
 
-    def _publish(self, record: dict[str, Any], subject: str, cause: str) -> Publish:
-        data = {**record["data"], self.spec.key: record["key"]}
-        if record.get("reason"):
-            data["reason"] = record["reason"]
-        msg_id = f"{record['key']}.{subject}"
+    def _publish(self, record: dict[str, Any], emit: Emit, cause: str) -> Publish:
+        data = picks.payload(emit, record, self.spec.key)
+        msg_id = f"{record['key']}.{emit.subject}"
         record["history"].append(
-            {"subject": subject, "time": time.time(), "data": data, "cause": cause, "msg_id": msg_id}
+            {"subject": emit.subject, "time": time.time(), "data": data, "cause": cause, "msg_id": msg_id}
         )
-        return Publish(subject, data, msg_id)
+        return Publish(emit.subject, data, msg_id)
 
     @staticmethod
     def _entry(subject: str, data: dict[str, Any], event_id: str) -> dict[str, Any]:
@@ -267,14 +323,15 @@ class SagaMachine:
     @staticmethod
     def _copy(record: dict[str, Any]) -> dict[str, Any]:
         out = dict(record)
-        for k in ("steps", "compensated", "pending", "history"):
-            out[k] = list(record[k])
+        for k in ("steps", "compensated", "pending", "queued", "history"):
+            out[k] = list(record.get(k, ()))  # instances stored before `queued` existed have none
+        out["gathered"] = dict(record.get("gathered") or {})
         return out
 
 
 def public_view(record: dict[str, Any], key_field: str) -> dict[str, Any]:
-    """What GET /api/orders/{id} returns."""
-    data = record["data"]
+    """What GET of an instance returns: its key, the start payload, then what it gathered."""
+    data = {**record["data"], **(record.get("gathered") or {})}
     view = {key_field: record["key"], **{k: v for k, v in data.items() if k != key_field}}
     view["status"] = record["state"]
     if record.get("reason"):

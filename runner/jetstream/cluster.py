@@ -35,15 +35,27 @@ class EmbeddedCluster:
         self.data_dir = Path(data_dir) if data_dir else Path(self._tmp.name)  # type: ignore[union-attr]
         self.name = name
         self.paused: set[int] = set()
-        route_ports = [free_port() for _ in range(nodes)]
+        # Every port distinct: the kernel hands out free ports in sequence, so n1's port + i may well be one
+        # it just gave out for a route.
+        taken: set[int] = set()
+
+        def fresh(wanted: int | None = None) -> int:
+            chosen = wanted if wanted is not None else free_port()
+            while chosen in taken:
+                chosen = free_port()
+            taken.add(chosen)
+            return chosen
+
+        client_ports = [fresh(port + i) if port else fresh() for i in range(nodes)]
+        route_ports = [fresh() for _ in range(nodes)]
         self.nodes = [
             EmbeddedServer(
-                port=port + i if port else free_port(),
+                port=client_ports[i],
                 data_dir=self.data_dir / f"n{i + 1}",
                 sync=sync,
                 server_name=f"n{i + 1}",
                 routes=Routes(name, route_ports[i], tuple(p for p in route_ports if p != route_ports[i])),
-                monitor_port=free_port(),
+                monitor_port=fresh(),
             )
             for i in range(nodes)
         ]

@@ -1,296 +1,128 @@
-"""How flowrun reaches NATS: servers, credentials and TLS from flags, env, a nats CLI context or the YAML.
-
-Every command and the Runtime connect through one `ConnectionSpec`, so a secured NATS works the same
-everywhere. Sources are layered — flags > env (the nats CLI's names) > context > the YAML's `connection:`
-block > defaults. A source that authenticates another way replaces a lower source's credentials as a
-whole (a `--token` drops a context's user and password; a `--password` alone keeps its user). Secrets stay
-out of repr, logs and error messages: `describe()` names the auth mode, never a value.
+"""Connecting to NATS with a `ConnectionSpec` (runner/config/connection.py): nats-py's options, the TLS context,
+a first connect that fails fast and says why, and clear lines for permission violations. No secret reaches an
+error message or a log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import nats.errors
 from nats.aio.client import DEFAULT_MAX_RECONNECT_ATTEMPTS, Client
 
-from runner.config.units import seconds
+from runner.config.connection import ConnectionOptionError, ConnectionSpec, named
 from runner.logs import event
 
 log = logging.getLogger("flowrun.nats")
 
-DEFAULT_SERVERS = ("nats://127.0.0.1:4222",)
-AUTH_FIELDS = ("user", "password", "token", "creds", "nkey")
-_AUTH_MODE = {"user": "user/password", "password": "user/password", "token": "token", "creds": "creds", "nkey": "nkey"}
-FILE_FIELDS = ("creds", "nkey", "tls_ca", "tls_cert", "tls_key")
 FIRST_CONNECT_RETRIES = 1  # the first connect tries each server twice, then says why it failed
-
-# The nats CLI's environment variables (plus two it reads from contexts only).
-ENV_NAMES = {
-    "servers": "NATS_URL",
-    "user": "NATS_USER",
-    "password": "NATS_PASSWORD",
-    "token": "NATS_TOKEN",
-    "creds": "NATS_CREDS",
-    "nkey": "NATS_NKEY",
-    "tls_ca": "NATS_CA",
-    "tls_cert": "NATS_CERT",
-    "tls_key": "NATS_KEY",
-    "tls_handshake_first": "NATS_TLS_FIRST",
-    "inbox_prefix": "NATS_INBOX_PREFIX",
-}
-FLAGS = {
-    "servers": "--nats",
-    "user": "--user",
-    "password": "--password",
-    "token": "--token",
-    "creds": "--creds",
-    "nkey": "--nkey",
-    "tls_ca": "--tls-ca",
-    "tls_cert": "--tls-cert",
-    "tls_key": "--tls-key",
-    "tls_handshake_first": "--tls-first",
-    "inbox_prefix": "--inbox-prefix",
-}
-# Keys of a nats CLI context file (~/.config/nats/context/NAME.json) → our fields.
-CONTEXT_KEYS = {
-    "url": "servers",
-    "user": "user",
-    "password": "password",
-    "token": "token",
-    "creds": "creds",
-    "nkey": "nkey",
-    "cert": "tls_cert",
-    "key": "tls_key",
-    "ca": "tls_ca",
-    "inbox_prefix": "inbox_prefix",
-    "tls_first": "tls_handshake_first",
-}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _PERMISSION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.IGNORECASE)
-
-
-class ConnectionOptionError(ValueError):
-    """Options that cannot work (a missing file, two auth modes): found before any network I/O."""
 
 
 class ConnectionFailed(ConnectionError):
     """No server accepted us; the message names the servers tried and why, never a secret."""
 
 
-def _named(name: str) -> str:
-    """How a user spells an option: its flag and env var (the YAML key is the field name)."""
-    return f"{FLAGS[name]} / {ENV_NAMES[name]}" if name in FLAGS else name
-
-
-@dataclass(frozen=True)
-class ConnectionSpec:
-    """Where and how to connect. Paths name files read at connect time; None means not set."""
-
-    servers: tuple[str, ...] = DEFAULT_SERVERS
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    creds: str | None = None  # a .creds file: user JWT + NKEY seed
-    nkey: str | None = None  # a file holding an NKEY seed
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_handshake_first: bool = False
-    inbox_prefix: str | None = None
-    connect_timeout: float = 3.0
-
-    def __post_init__(self) -> None:
-        if any("@" in urlsplit(url).netloc for url in self.servers):  # would leak through repr and logs
-            raise ConnectionOptionError("server URLs carry credentials: build the spec with from_url()")
-
-    # --- sources ---
-
-    @classmethod
-    def from_url(cls, servers: str | Sequence[str]) -> ConnectionSpec:
-        """A plain URL or list of URLs (credentials in them move to user/password/token)."""
-        return cls().overridden_by({"servers": servers})
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ConnectionSpec:
-        return cls().overridden_by(env_options(env))
-
-    @classmethod
-    def from_context(cls, name: str, env: Mapping[str, str] | None = None) -> ConnectionSpec:
-        return cls().overridden_by(context_options(name, os.environ if env is None else env))
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> ConnectionSpec:
-        """The YAML `connection:` block; relative paths are taken from `base_dir` (the config directory)."""
-        return cls().overridden_by(mapping_options(data, base_dir))
-
-    def overridden_by(self, options: Mapping[str, Any]) -> ConnectionSpec:
-        """This spec under a higher-precedence source: what it gives wins, None or "" means not given."""
-        given = {name: value for name, value in options.items() if value is not None and value != ""}
-        unknown = sorted(set(given) - set(self.__dataclass_fields__))
-        if unknown:
-            raise ConnectionOptionError(f"unknown connection option(s): {', '.join(unknown)}")
-        if "servers" in given:
-            servers, url_auth = _split_servers(given["servers"])
-            given["servers"] = servers
-            for name, value in url_auth.items():
-                given.setdefault(name, value)
-        modes = {_AUTH_MODE[name] for name in AUTH_FIELDS if name in given}
-        if modes and set(self.auth_modes()) - modes:  # another way to authenticate replaces ours as a whole
-            given = {**dict.fromkeys(AUTH_FIELDS), **given}
-        return replace(self, **given)
-
-    # --- what it says about itself ---
-
-    def auth_modes(self) -> list[str]:
-        modes = []
-        if self.user is not None or self.password is not None:
-            modes.append("user/password")
-        modes += [name for name in ("token", "creds", "nkey") if getattr(self, name)]
-        return modes
-
-    def describe(self) -> str:
-        """One safe line for banners and logs: servers and the kinds of auth and TLS, no secret."""
-        parts = [f"auth {'+'.join(self.auth_modes()) or 'none'}"]
-        tls = [name for name, on in (("ca", self.tls_ca), ("client cert", self.tls_cert)) if on]
-        if self.tls_handshake_first:
-            tls.append("handshake first")
-        if tls or any(url.startswith("tls://") for url in self.servers):
-            parts.append(f"tls ({', '.join(tls)})" if tls else "tls")
-        return f"{', '.join(self.servers)} ({'; '.join(parts)})"
-
-    def check(self, files: bool = True) -> None:
-        """Raise ConnectionOptionError naming every option that cannot work, before any network I/O.
-        `files=False` skips the file checks (validating YAML meant for another machine)."""
-        problems = []
-        if not self.servers:
-            problems.append("no server URL given (--nats / NATS_URL)")
-        modes = self.auth_modes()
-        if len(modes) > 1:
-            problems.append(f"give one way to authenticate, not {' and '.join(modes)}")
-        if self.password is not None and self.user is None:
-            problems.append(f"a password needs a user ({_named('user')})")
-        if self.user is not None and self.password is None:
-            problems.append(f"user {self.user!r} needs a password ({_named('password')})")
-        if bool(self.tls_cert) != bool(self.tls_key):
-            problems.append(f"{_named('tls_cert')} and {_named('tls_key')} go together")
-        for name in FILE_FIELDS if files else ():
-            path = getattr(self, name)
-            if path is None:
-                continue
-            if not Path(path).is_file():
-                problems.append(f"{_named(name)}: no such file {path}")
-            elif not os.access(path, os.R_OK):
-                problems.append(f"{_named(name)}: cannot read {path}")
-        if problems:
-            raise ConnectionOptionError("; ".join(problems))
-
-    # --- connecting ---
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """A context trusting `tls_ca` and presenting the client certificate; None when TLS is not asked for
-        (a server that requires TLS then gets nats-py's default: the system's CAs)."""
-        if not (self.tls_ca or self.tls_cert or self.tls_handshake_first):
-            return None
+def tls_context(spec: ConnectionSpec) -> ssl.SSLContext | None:
+    """A context trusting `tls_ca` and presenting the client certificate; None when TLS is not asked for
+    (a server that requires TLS then gets nats-py's default: the system's CAs)."""
+    if not (spec.tls_ca or spec.tls_cert or spec.tls_handshake_first):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=spec.tls_ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConnectionOptionError(f"{named('tls_ca')}: cannot load {spec.tls_ca}: {_ssl_reason(exc)}") from None
+    if spec.tls_cert:
         try:
-            context = ssl.create_default_context(cafile=self.tls_ca)
+            context.load_cert_chain(spec.tls_cert, spec.tls_key)
         except (ssl.SSLError, OSError) as exc:
-            raise ConnectionOptionError(f"{_named('tls_ca')}: cannot load {self.tls_ca}: {_ssl_reason(exc)}") from None
-        if self.tls_cert:
-            try:
-                context.load_cert_chain(self.tls_cert, self.tls_key)
-            except (ssl.SSLError, OSError) as exc:
-                raise ConnectionOptionError(
-                    f"{_named('tls_cert')} / {_named('tls_key')}: cannot load {self.tls_cert} with {self.tls_key}: "
-                    f"{_ssl_reason(exc)}"
-                ) from None
-        return context
+            raise ConnectionOptionError(
+                f"{named('tls_cert')} / {named('tls_key')}: cannot load {spec.tls_cert} with {spec.tls_key}: "
+                f"{_ssl_reason(exc)}"
+            ) from None
+    return context
 
-    def client_options(self) -> dict[str, Any]:
-        """nats-py's connect() arguments for this spec."""
-        options: dict[str, Any] = {
-            "servers": list(self.servers),
-            "connect_timeout": self.connect_timeout,
-            "tls_handshake_first": self.tls_handshake_first,
-        }
-        if self.user is not None:
-            options.update(user=self.user, password=self.password)
-        if self.token:
-            options["token"] = self.token
-        if self.creds:
-            options["user_credentials"] = self.creds
-        if self.nkey:
-            options["nkeys_seed"] = self.nkey
-        if self.inbox_prefix:
-            options["inbox_prefix"] = self.inbox_prefix
-        tls = self.tls_context()
-        if tls is not None:
-            options["tls"] = tls
-        return options
 
-    async def connect(self, **client_kwargs: Any) -> Client:
-        """Connect, or raise ConnectionFailed naming the servers and why.
+def client_options(spec: ConnectionSpec) -> dict[str, Any]:
+    """nats-py's connect() arguments for the spec."""
+    options: dict[str, Any] = {
+        "servers": list(spec.servers),
+        "connect_timeout": spec.connect_timeout,
+        "tls_handshake_first": spec.tls_handshake_first,
+    }
+    if spec.user is not None:
+        options.update(user=spec.user, password=spec.password)
+    if spec.token:
+        options["token"] = spec.token
+    if spec.creds:
+        options["user_credentials"] = spec.creds
+    if spec.nkey:
+        options["nkeys_seed"] = spec.nkey
+    if spec.inbox_prefix:
+        options["inbox_prefix"] = spec.inbox_prefix
+    tls = tls_context(spec)
+    if tls is not None:
+        options["tls"] = tls
+    return options
 
-        The first connect fails fast even when the caller wants endless reconnects afterwards (nats-py reads
-        max_reconnect_attempts <= 0 as "forever", and applies it to the first connect too); errors during it
-        are summed up in the exception instead of reaching `error_cb`. Later errors go to `error_cb` (default:
-        `log_nats_error`).
-        """
-        self.check()
-        options = {**self.client_options(), **client_kwargs}
-        later_attempts = options.get("max_reconnect_attempts", DEFAULT_MAX_RECONNECT_ATTEMPTS)
-        options["max_reconnect_attempts"] = (
-            min(later_attempts, FIRST_CONNECT_RETRIES) if later_attempts > 0 else FIRST_CONNECT_RETRIES
-        )
-        callback: Callable[[Exception], Awaitable[None]] = options.pop("error_cb", None) or _log_error
-        seen: list[BaseException] = []
-        connected = False
-        nc = Client()
 
-        async def on_error(exc: Exception) -> None:
-            if connected:
-                await callback(exc)
-            else:
-                seen.append(exc)
+async def connect(spec: ConnectionSpec, **client_kwargs: Any) -> Client:
+    """Connect, or raise ConnectionFailed naming the servers and why.
 
-        try:
-            await nc.connect(error_cb=on_error, **options)
-        except Exception as exc:  # nats-py raises OSError, ssl and nats errors, timeouts
+    The first connect fails fast even when the caller wants endless reconnects afterwards (nats-py reads
+    max_reconnect_attempts <= 0 as "forever", and applies it to the first connect too); errors during it
+    are summed up in the exception instead of reaching `error_cb`. Later errors go to `error_cb` (default:
+    `log_nats_error`).
+    """
+    spec.check()
+    options = {**client_options(spec), **client_kwargs}
+    later_attempts = options.get("max_reconnect_attempts", DEFAULT_MAX_RECONNECT_ATTEMPTS)
+    options["max_reconnect_attempts"] = (
+        min(later_attempts, FIRST_CONNECT_RETRIES) if later_attempts > 0 else FIRST_CONNECT_RETRIES
+    )
+    callback: Callable[[Exception], Awaitable[None]] = options.pop("error_cb", None) or _log_error
+    seen: list[BaseException] = []
+    connected = False
+    nc = Client()
+
+    async def on_error(exc: Exception) -> None:
+        if connected:
+            await callback(exc)
+        else:
             seen.append(exc)
-            # close() shuts the socket, then waits for the stream to confirm; after a failed TLS upgrade no
-            # confirmation ever comes, so that wait is bounded.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 0.5)
-            raise ConnectionFailed(
-                f"cannot connect to NATS at {', '.join(self.servers)}: {self._reason(seen)}"
-            ) from exc
-        # `options` is nats-py's public settings dict, read at every reconnect: from now on, the caller's limit.
-        nc.options["max_reconnect_attempts"] = later_attempts
-        connected = True
-        return nc
 
-    def _reason(self, errors: Sequence[BaseException]) -> str:
-        """The most telling of the errors seen (auth beats TLS beats a timeout beats a refusal)."""
-        ranked = sorted((_classify(exc) for exc in errors), key=lambda pair: pair[0])
-        reason = ranked[0][1] if ranked else "unknown error"
-        if reason.startswith("authorization"):
-            reason += f" (auth {'+'.join(self.auth_modes()) or 'none'})"
-        elif reason.startswith(("timed out", "the server closed")) and not self.tls_handshake_first:
-            # a server waiting for our TLS handshake looks exactly like a silent one
-            reason += f"; a server that wants the TLS handshake first needs {_named('tls_handshake_first')}"
-        return _redact(reason, (self.password, self.token))
+    try:
+        await nc.connect(error_cb=on_error, **options)
+    except Exception as exc:  # nats-py raises OSError, ssl and nats errors, timeouts
+        seen.append(exc)
+        # close() shuts the socket, then waits for the stream to confirm; after a failed TLS upgrade no
+        # confirmation ever comes, so that wait is bounded.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 0.5)
+        raise ConnectionFailed(f"cannot connect to NATS at {', '.join(spec.servers)}: {_reason(spec, seen)}") from exc
+    # `options` is nats-py's public settings dict, read at every reconnect: from now on, the caller's limit.
+    nc.options["max_reconnect_attempts"] = later_attempts
+    connected = True
+    return nc
+
+
+def _reason(spec: ConnectionSpec, errors: Sequence[BaseException]) -> str:
+    """The most telling of the errors seen (auth beats TLS beats a timeout beats a refusal)."""
+    ranked = sorted((_classify(exc) for exc in errors), key=lambda pair: pair[0])
+    reason = ranked[0][1] if ranked else "unknown error"
+    if reason.startswith("authorization"):
+        reason += f" (auth {'+'.join(spec.auth_modes()) or 'none'})"
+    elif reason.startswith(("timed out", "the server closed")) and not spec.tls_handshake_first:
+        # a server waiting for our TLS handshake looks exactly like a silent one
+        reason += f"; a server that wants the TLS handshake first needs {named('tls_handshake_first')}"
+    return _redact(reason, (spec.password, spec.token))
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:
@@ -302,9 +134,9 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, ssl.SSLError):
         reason = _ssl_reason(exc)
         if "CERTIFICATE_REQUIRED" in reason.upper():
-            return 1, f"TLS failed: the server wants a client certificate ({_named('tls_cert')}, {_named('tls_key')})"
+            return 1, f"TLS failed: the server wants a client certificate ({named('tls_cert')}, {named('tls_key')})"
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return 1, f"TLS failed: the server's certificate is not trusted ({reason}; {_named('tls_ca')})"
+            return 1, f"TLS failed: the server's certificate is not trusted ({reason}; {named('tls_ca')})"
         return 1, f"TLS failed: {reason}"
     if isinstance(exc, nats.errors.UnexpectedEOF) or "expecting info" in text.lower():
         return 2, "the server closed the connection without greeting"
@@ -326,121 +158,6 @@ def _redact(text: str, secrets: Iterable[str | None]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def _split_servers(value: str | Sequence[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Servers from a comma-separated string or a list; credentials written into URLs are moved out, so
-    that no URL we keep (and print) carries a secret."""
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    servers: list[str] = []
-    auth: dict[str, str] = {}
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        parts = urlsplit(item if "://" in item else f"nats://{item}")
-        if parts.username is not None:
-            found = (
-                {"user": unquote(parts.username), "password": unquote(parts.password)}
-                if parts.password is not None
-                else {"token": unquote(parts.username)}
-            )
-            if auth and found != auth:
-                raise ConnectionOptionError("server URLs carry different credentials: give them once (--user, --token)")
-            auth = found
-            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
-        servers.append(urlunsplit(parts))
-    return tuple(servers), auth
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise ConnectionOptionError(f"{where}: expected true or false, got {value!r}")
-
-
-def env_options(env: Mapping[str, str]) -> dict[str, Any]:
-    """The nats CLI's environment variables; an empty one counts as unset."""
-    options: dict[str, Any] = {name: env.get(var) or None for name, var in ENV_NAMES.items()}
-    if options["tls_handshake_first"] is not None:
-        options["tls_handshake_first"] = _boolean(options["tls_handshake_first"], "NATS_TLS_FIRST")
-    return options
-
-
-def context_path(name: str, env: Mapping[str, str]) -> Path:
-    """Where the nats CLI keeps context NAME (it honours XDG_CONFIG_HOME)."""
-    if not name or "/" in name or name.startswith("."):
-        raise ConnectionOptionError(f"--context: {name!r} is not a context name")
-    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
-    return base / "nats" / "context" / f"{name}.json"
-
-
-def context_options(name: str, env: Mapping[str, str]) -> dict[str, Any]:
-    """A nats CLI context's settings (keys we do not use, like jetstream_domain, are ignored)."""
-    path = context_path(name, env)
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ConnectionOptionError(f"--context {name}: no such nats context ({path} does not exist)") from None
-    except (OSError, ValueError) as exc:
-        detail = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
-        raise ConnectionOptionError(f"--context {name}: cannot read {path}: {detail}") from None
-    if not isinstance(data, dict):
-        raise ConnectionOptionError(f"--context {name}: {path} is not a JSON object")
-    options: dict[str, Any] = {ours: data.get(theirs) for theirs, ours in CONTEXT_KEYS.items()}
-    for key in FILE_FIELDS:
-        if options[key]:
-            options[key] = str(Path(options[key]).expanduser())
-    if options["tls_handshake_first"] is not None:
-        options["tls_handshake_first"] = _boolean(options["tls_handshake_first"], f"{path}: tls_first")
-    return options
-
-
-def mapping_options(data: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
-    """The YAML `connection:` block (same names as ConnectionSpec; `servers` a list or comma-separated)."""
-    options = dict(data)
-    for name in ("user", "password", "token", "inbox_prefix"):  # `${PW}` may have resolved to a number
-        if options.get(name) is not None:
-            options[name] = str(options[name])
-    for name in FILE_FIELDS:
-        if options.get(name):
-            path = Path(str(options[name])).expanduser()
-            options[name] = str(base_dir / path if base_dir is not None and not path.is_absolute() else path)
-    if options.get("tls_handshake_first") is not None:
-        options["tls_handshake_first"] = _boolean(options["tls_handshake_first"], "connection.tls_handshake_first")
-    if options.get("connect_timeout") is not None:
-        options["connect_timeout"] = seconds(options["connect_timeout"])
-    return options
-
-
-def layers(flags: Mapping[str, Any], env: Mapping[str, str], context: str | None = None) -> list[dict[str, Any]]:
-    """The sources above the YAML, lowest precedence first: context (or NATS_CONTEXT), env, flags."""
-    name = context or env.get("NATS_CONTEXT")
-    return [context_options(name, env) if name else {}, env_options(env), dict(flags)]
-
-
-def resolve(
-    flags: Mapping[str, Any],
-    env: Mapping[str, str],
-    context: str | None = None,
-    yaml: ConnectionSpec | None = None,
-) -> ConnectionSpec:
-    """flags > env > nats context > the YAML's `connection:` block > defaults; None means "not given"."""
-    spec = yaml or ConnectionSpec()
-    for layer in layers(flags, env, context):
-        spec = spec.overridden_by(layer)
-    return spec
-
-
-def names_servers(
-    flags: Mapping[str, Any], env: Mapping[str, str], context: str | None = None, yaml: ConnectionSpec | None = None
-) -> bool:
-    """Did any source name a server? (`flowrun up` starts its own nats-server only when none did.)"""
-    if yaml is not None and yaml.servers != DEFAULT_SERVERS:
-        return True
-    return any(layer.get("servers") for layer in layers(flags, env, context))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from nats.js.kv import KeyValue
 
 from runner import codec
-from runner.handler import RetryableError
+from runner.errors import RetryableError
 from runner.jetstream.publish import WRONG_LAST_SEQUENCE, Publisher, PublishError, Unavailable
 
 T = TypeVar("T")

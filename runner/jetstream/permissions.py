@@ -1,4 +1,4 @@
-"""Least-privilege NATS permissions per service, derived from the flows (issue 12: forged events).
+"""Least-privilege NATS permissions per service, derived from the flows.
 
 On an open account any client can publish any subject: a forged `orders.payment.completed` completes
 an unpaid order, a forged `Nats-Msg-Id` makes JetStream drop the real event as a duplicate. The YAML
@@ -106,21 +106,27 @@ def _emitted(config: Config, service: ServiceSpec, pub: _Grants) -> None:
             pub.add(subject, f"emitted by saga {saga.name}")
         if saga.timer_subject:
             pub.add(f"{saga.timer_subject}.at.*", f"timeouts of saga {saga.name} (message schedules)")
-    if service.http and service.http.saga:
-        saga = config.sagas[service.http.saga]
-        pub.add(saga.start_on, f"POST starts saga {saga.name}")
+    for resource in service.http.saga_resources() if service.http else ():
+        saga = config.sagas[resource.saga or ""]
+        pub.add(saga.start_on, f"POST {resource.path} starts saga {saga.name}")
+        if saga.timer_subject:
+            pub.add(f"{saga.timer_subject}.at.*", f"POST {resource.path} arms the instance's timeout")
+        for command, subject in resource.commands.items():
+            pub.add(subject, f"POST {resource.path}/{{{saga.key}}}/{command}")
     pub.add(f"{service.dead_letter.subject_prefix}.{service.name}.>", "its dead letters")
 
 
 def _key_value(config: Config, service: ServiceSpec, pub: _Grants) -> None:
     written = [*service.kv, *(saga.bucket for saga in config.sagas_of(service.name))]
-    if service.http and service.http.saga:
-        written.append(config.sagas[service.http.saga].bucket)  # POST creates the instance
-    viewed = [view.bucket for view in service.http.views.values()] if service.http else []
+    listed = [config.sagas[r.saga or ""].bucket for r in service.http.saga_resources()] if service.http else []
+    written += listed  # POST creates the instance
+    viewed = [r.bucket or "" for r in service.http.view_resources()] if service.http else []
     for bucket in written:
         pub.add(f"$KV.{bucket}.>", f"KV writes to {bucket}")
     for bucket in written + viewed:
         pub.add(f"$JS.API.DIRECT.GET.KV_{bucket}.>", f"KV reads from {bucket}")
+    for bucket in listed:
+        pub.add(f"$JS.API.DIRECT.GET.KV_{bucket}", f"lists {bucket} (batched direct gets)")
     for bucket in config.buckets:  # the runtime opens every declared bucket at start (a stream info each)
         pub.add(f"$JS.API.STREAM.INFO.KV_{bucket}", "opens the bucket at start")
 

@@ -17,34 +17,13 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from runner import codec
 from runner.config.model import BucketSpec, Config, ConsumerSpec, SagaSpec, ServiceSpec, StreamSpec
+from runner.jetstream import drift
+from runner.jetstream.drift import Difference, norm
 
 log = logging.getLogger("flowrun.provision")
 
 MODES = ("create", "verify", "off")
 
-# Stream fields JetStream will not change in place.
-_IMMUTABLE_STREAM = {"storage", "retention"}
-_STREAM_FIELDS = {
-    "subjects": "subjects",
-    "retention": "retention",
-    "storage": "storage",
-    "num_replicas": "replicas",
-    "max_msgs": "max_msgs",
-    "max_bytes": "max_bytes",
-    "max_age": "max_age",
-    "max_msg_size": "max_msg_size",
-    "max_msgs_per_subject": "max_msgs_per_subject",
-    "discard": "discard",
-    "duplicate_window": "duplicate_window",
-    "deny_delete": "deny_delete",
-    "deny_purge": "deny_purge",
-    "allow_rollup_hdrs": "allow_rollup",
-    "description": "description",
-    "max_consumers": "max_consumers",
-    "compression": "compression",
-    "allow_direct": "allow_direct",
-    "allow_msg_schedules": "allow_msg_schedules",
-}
 _IMMUTABLE_CONSUMER = {"deliver_policy", "ack_policy", "replay_policy"}
 _CONSUMER_FIELDS = (
     "ack_wait",
@@ -125,27 +104,24 @@ def desired_consumers(config: Config) -> list[ConsumerSpec]:
     return out
 
 
-def _norm(value: Any) -> Any:
-    if hasattr(value, "value"):  # enums
-        return value.value
-    if isinstance(value, list):
-        return sorted(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+def declared(config: Config) -> tuple[set[str], set[tuple[str, str]]]:
+    """The streams (KV buckets' included) and (stream, durable) consumers the YAML declares: what provisioning
+    owns, so an inspection can flag what else the server has."""
+    streams = set(config.streams) | {f"KV_{b}" for b in config.buckets}
+    return streams, {(c.stream, c.durable) for c in desired_consumers(config)}
 
 
-def _diff(current: Any, desired: Any, fields: dict[str, str] | tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
-    names = fields.items() if isinstance(fields, dict) else ((f, f) for f in fields)
+def _diff(current: Any, desired: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    """A consumer's fields that differ (streams and buckets compare their declared options: drift.py)."""
     out = {}
-    for attr, label in names:
-        want, have = _norm(getattr(desired, attr, None)), _norm(getattr(current, attr, None))
+    for attr in fields:
+        want, have = norm(getattr(desired, attr, None)), norm(getattr(current, attr, None))
         if want is None or (want in ("", "none") and have in (None, "", "none")):
             continue
         if attr == "max_deliver" and want == -1 and have in (None, -1):
             continue
         if want != have:
-            out[label] = (have, want)
+            out[attr] = (have, want)
     return out
 
 
@@ -156,12 +132,28 @@ def _describe(diff: dict[str, tuple[Any, Any]]) -> str:
 REPLICA_DECREASE = "fewer than the server has: not applied; --allow-replica-decrease lowers them"
 
 
-def _replica_decrease(diff: dict[str, tuple[Any, Any]], allowed: bool) -> dict[str, tuple[Any, Any]]:
-    """The replicas change of `diff` if it lowers them and that is not allowed; it is drift, not an update."""
-    old, new = diff.get("replicas", (None, None))
-    if allowed or not isinstance(old, int) or not isinstance(new, int) or new >= old:
-        return {}
-    return {"replicas": (old, new)}
+def _lowers_replicas(change: Difference) -> bool:
+    return change.option.key == "replicas" and isinstance(change.have, int) and change.want < change.have
+
+
+def _compare(
+    what: str, spec: StreamSpec | BucketSpec, server: api.StreamConfig, plan: Plan, allow_replica_decrease: bool
+) -> list[Difference]:
+    """Plan one stream's or bucket's differences: drift (grouped by why), then what to update in place (returned)."""
+    differences = drift.differences(spec, server)
+    held = [d for d in differences if _lowers_replicas(d) and not allow_replica_decrease]
+    refused = [d for d in differences if not d.in_place]
+    for reason in dict.fromkeys(d.reason for d in refused):
+        group = [d for d in refused if d.reason == reason]
+        plan.changes.append(Change("drift", what, f"{drift.describe(group)} ({reason})"))
+    if held:
+        plan.changes.append(Change("drift", what, f"{drift.describe(held)} ({REPLICA_DECREASE})"))
+    updates = [d for d in differences if d.in_place and d not in held]
+    if updates:
+        plan.changes.append(Change("update", what, drift.describe(updates)))
+    if not differences:
+        plan.changes.append(Change("ok", what))
+    return updates
 
 
 async def plan_and_apply(
@@ -190,34 +182,17 @@ async def plan_and_apply(
 async def _stream(
     js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: bool, allow_replica_decrease: bool
 ) -> None:
-    desired = spec.to_nats()
     what = f"stream {spec.name}"
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
         plan.changes.append(Change("create", what, ", ".join(spec.subjects)))
         if apply:
-            await js.add_stream(desired)
+            await js.add_stream(spec.to_nats())
         return
-    diff = _diff(info.config, desired, _STREAM_FIELDS)
-    frozen = {k: v for k, v in diff.items() if k in _IMMUTABLE_STREAM}
-    held = _replica_decrease(diff, allow_replica_decrease)
-    mutable = {k: v for k, v in diff.items() if k not in _IMMUTABLE_STREAM and k not in held}
-    if frozen:
-        plan.changes.append(
-            Change("drift", what, _describe(frozen) + " (cannot change in place; not applied, data kept)")
-        )
-    if held:
-        plan.changes.append(Change("drift", what, f"{_describe(held)} ({REPLICA_DECREASE})"))
-    if mutable:
-        plan.changes.append(Change("update", what, _describe(mutable)))
-        if apply:
-            for key in (*frozen, *held):  # keep what may not change, apply the rest
-                attr = next(a for a, label in _STREAM_FIELDS.items() if label == key)
-                setattr(desired, attr, getattr(info.config, attr))
-            await js.update_stream(desired)
-    if not diff:
-        plan.changes.append(Change("ok", what))
+    updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
+    if updates and apply:
+        await js.update_stream(drift.applied(info.config, updates))
 
 
 async def _bucket(
@@ -231,35 +206,9 @@ async def _bucket(
         if apply:
             await js.create_key_value(spec.to_nats())
         return
-    have = info.config
-    diff = {
-        label: (old, new)
-        for label, old, new in (
-            ("history", have.max_msgs_per_subject, spec.history),
-            ("replicas", have.num_replicas, spec.replicas),
-            ("ttl", _norm(have.max_age) or None, _norm(spec.ttl) or None),
-        )
-        if old != new
-    }
-    held = _replica_decrease(diff, allow_replica_decrease)
-    diff = {k: v for k, v in diff.items() if k not in held}
-    storage = _norm(have.storage)
-    if storage != spec.storage:
-        plan.changes.append(
-            Change("drift", what, f"storage {storage!r} → {spec.storage!r} (cannot change in place; not applied)")
-        )
-    if held:
-        plan.changes.append(Change("drift", what, f"{_describe(held)} ({REPLICA_DECREASE})"))
-    if diff:
-        plan.changes.append(Change("update", what, _describe(diff)))
-        if apply:
-            have.max_msgs_per_subject = spec.history
-            if not held:
-                have.num_replicas = spec.replicas
-            have.max_age = spec.ttl or 0
-            await js.update_stream(have)
-    elif storage == spec.storage and not held:
-        plan.changes.append(Change("ok", what))
+    updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
+    if updates and apply:
+        await js.update_stream(drift.applied(info.config, updates))
 
 
 async def _consumer(js: JetStreamContext, spec: ConsumerSpec, plan: Plan, apply: bool) -> None:

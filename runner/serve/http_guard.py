@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.http import HttpProcessingError
 from aiohttp.http_exceptions import ContentEncodingError
 
-from runner.handler import RetryableError
+from runner.errors import RetryableError
 from runner.jetstream.publish import Unavailable
 
 MAX_QUOTE = 80

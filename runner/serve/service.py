@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from runner.config.connection import ConnectionSpec
 from runner.config.dotted import resolve
 from runner.config.model import Config, ServiceSpec
 from runner.config.subjects import matches
-from runner.engine.dispatch import ConsumerWorker, Route, TimerWorker, handler_route, saga_route
+from runner.engine.dispatch import ConsumerWorker, TimerWorker
+from runner.engine.routes import Route, handler_route, saga_route, start_rejected
 from runner.engine.saga import SagaMachine
 from runner.engine.validation import PayloadValidator
 from runner.handler import Context
-from runner.jetstream.connection import ConnectionSpec, log_nats_error
+from runner.jetstream.connection import connect, log_nats_error
 from runner.jetstream.kv import Bucket
 from runner.jetstream.provision import plan_and_apply, timer_consumer
 from runner.jetstream.publish import JetStreamProbe, Publisher
@@ -72,16 +74,13 @@ class Runtime:
         if isinstance(self.connection, str):
             self.connection = ConnectionSpec.from_url(self.connection)
 
-    @property
-    def correlation_key(self) -> str:
-        return next(iter(self.config.sagas.values())).key if self.config.sagas else "orderId"
-
     async def start(self) -> None:
         unknown = [s for s in self.services if s not in self.config.services]
         if unknown:
             raise ValueError(f"unknown service(s): {', '.join(unknown)}; declared: {', '.join(self.config.services)}")
         assert isinstance(self.connection, ConnectionSpec)
-        self.nc = await self.connection.connect(
+        self.nc = await connect(
+            self.connection,
             name=f"flowrun:{','.join(self.services)}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -135,8 +134,9 @@ class Runtime:
     def _build_workers(self, service: ServiceSpec) -> None:
         assert self.js is not None
         ctx = self._context(service)
-        key = self.correlation_key
         for consumer in service.consumers.values():
+            key = consumer.key  # resolved by the loader: what it consumes says which field correlates
+            assert key is not None
             routes: dict[str, Route] = {}
             for binding in service.bindings:
                 if any(matches(f, binding.subject) for f in consumer.filter_subjects):
@@ -150,9 +150,11 @@ class Runtime:
             for saga in self.config.sagas_of(service.name):
                 if saga.consumer != consumer.durable:
                     continue
-                run = saga_route(self.machines[saga.name], self.buckets[saga.bucket])
+                machine, bucket = self.machines[saga.name], self.buckets[saga.bucket]
+                run = saga_route(machine, bucket)
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
+                routes[saga.start_on] = replace(routes[saga.start_on], rejected=start_rejected(machine, bucket))
             worker = ConsumerWorker(self.publisher, service, consumer, routes, key)
             self.supervised.append(_Supervised(worker))
         for saga in self.config.sagas_of(service.name):

@@ -25,8 +25,9 @@ def add_shipping(project: Path) -> None:
     saga = project / "flows" / "saga.yaml"
     edit(
         saga,
-        "orders.payment.completed: {goto: completed, completes: payment}",
-        "orders.payment.completed: {goto: shipping, completes: payment, emit: [orders.shipping.requested]}",
+        "orders.payment.completed: {goto: completed, completes: payment, keep: {paymentId: paymentId}}",
+        "orders.payment.completed: {goto: shipping, completes: payment, keep: {paymentId: paymentId},"
+        " emit: [orders.shipping.requested]}",
     )
     edit(
         saga,

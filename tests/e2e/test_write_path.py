@@ -12,7 +12,7 @@ import pytest
 from runner import codec
 from runner.engine import headers
 from runner.jetstream.embedded import EmbeddedServer
-from tests.conftest import SEED_ORDER, System
+from tests.conftest import SEED_ORDER, System, start_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -127,3 +127,25 @@ async def test_an_oversized_event_is_refused_before_any_effect(system: System, n
         assert (await js.stream_info("DLQ")).state.messages == 0
     finally:
         await nc.close()
+
+
+async def test_a_start_payload_its_consumers_would_reject_is_a_422_not_a_stuck_202(
+    nats_server: EmbeddedServer, config_copy
+) -> None:
+    # The body passes the API's schema, but what `accept` makes of it fails the start event's own schema:
+    # every consumer would dead-letter it. Refused before anything is stored.
+    messages = config_copy / "flows" / "messages.yaml"
+    messages.write_text(
+        messages.read_text().replace('customerId: {$ref: "#/$defs/id"}', 'customerId: {pattern: "^VIP-"}', 1)
+    )
+    system = await start_system(nats_server, config_copy)
+    try:
+        status, body = await system.post_order(SEED_ORDER)
+        assert status == 422 and "customerId" in body["error"], body
+        js = system.runtime.js
+        assert js is not None
+        assert (await js.stream_info("KV_ORDER_SAGA")).state.messages == 0  # no instance
+        assert (await js.stream_info("ORDERS")).state.messages == 0  # no start event
+    finally:
+        await system.http.close()
+        await system.runtime.stop()

@@ -39,6 +39,14 @@ async def fatal_charge(msg: dict[str, Any], ctx: Context) -> Outcome:
     return await payment.charge(msg, ctx)
 
 
+async def fatal_reserve(msg: dict[str, Any], ctx: Context) -> Outcome:
+    """Fails fatally while the `broken` switch exists: a dead letter on orders.created, a subject the saga shares."""
+    _record("reserve", msg)
+    if (HERE / "broken").exists():
+        raise FatalError("stock service rejected the request format")
+    return await inventory.reserve(msg, ctx)
+
+
 async def slow_reserve(msg: dict[str, Any], ctx: Context) -> Outcome:
     """The real reservation, after a pause longer than the consumer's ack wait."""
     _record("reserve", msg)

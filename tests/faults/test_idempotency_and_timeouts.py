@@ -80,12 +80,13 @@ async def test_payment_timeout_cancels_and_returns_stock(nats_server, js, spawn,
     spawn("inventory", nats_server.url, fast_config, env=env)  # no payment service: nobody answers
     orders = [order("MOUSE-001", quantity=5) for _ in range(4)]
     await inject(js, orders)
-    await asyncio.sleep(4)  # past the timeout: stock is released at once, the refund waits for payment
-    assert await stock(js, "MOUSE-001") == (200, 0)
+    await asyncio.sleep(4)  # past the timeout: the refund goes first (newest step first) and waits for payment
+    assert await stock(js, "MOUSE-001") == (180, 20)  # the release is sent only once the refund is confirmed
     records = await wait_terminal(js, [o["orderId"] for o in orders], within=0)
     assert all(r is not None and r["state"] == "compensating" for r in records.values())
+    assert all(r["pending"] == ["payment"] and r["queued"] == ["inventory"] for r in records.values())
 
-    spawn("payment", nats_server.url, fast_config, env=env)  # it comes back: charge, then refund
+    spawn("payment", nats_server.url, fast_config, env=env)  # it comes back: charge, refund, then the release
     records = await wait_terminal(js, [o["orderId"] for o in orders], within=20)
     for oid, rec in records.items():
         assert rec is not None and rec["state"] == "cancelled" and rec["reason"] == "payment timed out"

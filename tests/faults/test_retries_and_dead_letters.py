@@ -15,7 +15,7 @@ import pytest
 from runner import codec
 from tests.conftest import free_port
 from tests.faults.conftest import chaos_calls, edit
-from tests.faults.ledger import dead_letters, inject, order, quiesce, wait_terminal
+from tests.faults.ledger import FORWARD, dead_letters, get_record, inject, order, quiesce, wait_terminal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -164,6 +164,62 @@ async def test_replay_after_fixing_a_handler_completes_with_one_charge(
     assert codec.loads((await payments.get(victim["orderId"])).value)["status"] == "charged"
     stock = codec.loads((await (await js.key_value("INVENTORY")).get("MOUSE-001")).value)
     assert (stock["available"], stock["reserved"]) == (198, 2)
+
+
+async def test_replay_reaches_only_the_consumer_that_dead_lettered_it(
+    nats_server, js, spawn, chaos_config: Path
+) -> None:
+    # orders.created reaches the saga and inventory; only inventory failed it, so only inventory gets it again.
+    edit(
+        chaos_config / "flows" / "inventory.yaml",
+        "handler: handlers.inventory.reserve",
+        "handler: chaos.handlers.fatal_reserve",
+    )
+    broken = chaos_config / "chaos" / "broken"
+    broken.touch()
+    url = nats_server.url
+    for service in ("order", "inventory", "payment"):
+        spawn(service, url, chaos_config)
+    victim = order("MOUSE-001")
+    await inject(js, [victim])
+    await dead_letters(js, 1, within=20)
+    await quiesce(js, within=10)
+    started = await get_record(js, "ORDER_SAGA", victim["orderId"])
+    assert started is not None and started["state"] == "pending", "the saga took its start event the first time"
+
+    broken.unlink()  # the fix is deployed
+    replay = flowrun(chaos_config, "dlq", "replay", "--all", "--nats", url)
+    assert replay.returncode == 0 and "1 replayed" in replay.stdout, replay.stderr
+    records = await wait_terminal(js, [victim["orderId"]], within=20)
+    assert records[victim["orderId"]]["state"] == "completed"
+    await quiesce(js, within=10)
+    record = await get_record(js, "ORDER_SAGA", victim["orderId"])
+    assert record is not None
+    history = [e["subject"] for e in record["history"]]
+    assert history == FORWARD, f"the saga must not see the replayed orders.created: {history}"
+    assert [oid for _, oid in chaos_calls(chaos_config, "reserve")] == [victim["orderId"]] * 2
+    entries = json.loads(flowrun(chaos_config, "dlq", "ls", "--json", "--nats", url).stdout)
+    assert len(entries) == 1, "no consumer dead-lettered the replay"
+
+
+async def test_replay_all_sends_each_entry_back_to_its_own_consumer(nats_server, js, spawn, fast_config: Path) -> None:
+    # A poison orders.created is dead-lettered by both its consumers. Replayed, each entry reaches only its own
+    # consumer, which dead-letters it again: two new entries, not four.
+    url = nats_server.url
+    spawn("order", url, fast_config)
+    spawn("inventory", url, fast_config)
+    await js.publish("orders.created", b"{not json", headers={"Nats-Msg-Id": "poison-1"})
+    assert await dead_letters(js, 2, within=10) == 2
+    replay = flowrun(fast_config, "dlq", "replay", "--all", "--nats", url)
+    assert replay.returncode == 0 and "2 replayed" in replay.stdout, replay.stderr
+    await quiesce(js, within=10)
+    entries = json.loads(flowrun(fast_config, "dlq", "ls", "--json", "--nats", url).stdout)
+    assert sorted((e["service"], e["replayed"] is not None) for e in entries) == [
+        ("inventory", False),
+        ("inventory", True),
+        ("order", False),
+        ("order", True),
+    ]
 
 
 async def test_dlq_purge_older_than(nats_server, js, spawn, fast_config: Path) -> None:

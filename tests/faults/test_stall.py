@@ -18,7 +18,7 @@ import pytest
 
 from runner.engine.intake import key_for
 from runner.jetstream.embedded import EmbeddedServer
-from tests.conftest import SEED_ORDER, start_system
+from tests.conftest import SEED_ORDER, freeze, start_system
 from tests.faults.conftest import edit
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 @pytest.fixture
 def short_deadline(config_copy: Path) -> Path:
     """The API gives up after 2 s (plus a 1 s grace for a late acknowledgement)."""
-    edit(config_copy / "flows" / "order.yaml", "      saga: order", "      deadline: 2s\n      saga: order")
+    port = "      port: ${HTTP_PORT:-5100}\n"
+    edit(config_copy / "flows" / "order.yaml", port, port + "      deadline: 2s\n")
     return config_copy
 
 
@@ -49,7 +50,7 @@ async def test_post_during_a_stall_is_refused_and_never_takes_effect(
         stock_before = await system.stock("LAPTOP-001")
 
         assert nats_server.proc is not None
-        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        freeze(nats_server.proc.pid)
         stalled_at = time.monotonic()
         try:
             async with system.http.post(

@@ -24,9 +24,10 @@ import nkeys
 import pytest
 from click.testing import CliRunner, Result
 
-from runner.cli.commands import main
+from runner.cli import main
+from runner.config.connection import ConnectionSpec
 from runner.config.loader import load_or_raise
-from runner.jetstream.connection import ConnectionFailed, ConnectionSpec
+from runner.jetstream.connection import ConnectionFailed
 from runner.jetstream.embedded import free_port
 from runner.serve.service import Runtime, RuntimeOptions
 from tests.conftest import ROOT, SEED_ORDER, System

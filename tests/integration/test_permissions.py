@@ -30,7 +30,8 @@ from tests.conftest import ROOT, SEED_ORDER
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 USERS = ("order", "inventory", "payment", PROVISIONER)
-PASSWORDS = {user: secrets.token_urlsafe(18) for user in USERS}
+# nats-server parses a $VAR value as a config token: "12-ab" would read as a date. Letters first, hex after.
+PASSWORDS = {user: "pw" + secrets.token_hex(16) for user in USERS}
 FORGED = b'{"orderId": "forged-1", "amount": 1.0}'
 
 
@@ -153,6 +154,7 @@ async def test_saga_completes_with_every_service_as_its_own_user(secured: Secure
         api = Api(session, port)
         order = await api.wait_status(await api.post_order(), "completed")
         assert str(order["total"]) == "1059.97"  # a number or a decimal string
+        assert (await api.get("/api/orders?state=completed"))["items"] == [order]  # lists: batched direct gets
         assert await api.get("/api/inventory/LAPTOP-001") == {"productId": "LAPTOP-001", "available": 49, "reserved": 1}
     # Every right the services needed was granted: the server refused nothing on the way.
     assert "Permissions Violation" not in secured.log_file.read_text()
@@ -203,10 +205,12 @@ async def test_forged_payment_does_not_complete_an_unpaid_order(secured: Secured
 async def test_saga_timeouts_and_compensations_run_under_the_same_users(secured: SecuredServer, spawn) -> None:
     port = free_port()
     start(spawn, secured, "order", http_port=port, env={"PAYMENT_TIMEOUT": "1s"})
-    start(spawn, secured, "inventory")  # nobody pays: the timer fires and the reservation is released
+    start(spawn, secured, "inventory")  # nobody pays: the timer fires, the refund goes out first
     async with aiohttp.ClientSession() as session:
         api = Api(session, port)
         order_id = await api.post_order()
+        await api.wait_status(order_id, "compensating")
+        start(spawn, secured, "payment")  # confirms the refund, then the reservation is released
         deadline = time.monotonic() + 20
         while "orders.inventory.released" not in [
             e["subject"] for e in await api.get(f"/api/orders/{order_id}/events")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 from nats.js import JetStreamContext
 
-from runner.cli.commands import main
+from runner.cli import main
 from runner.config.loader import load_or_raise
 from runner.config.model import Config
 from runner.jetstream.embedded import EmbeddedServer, free_port

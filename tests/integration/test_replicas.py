@@ -13,7 +13,7 @@ import pytest_asyncio
 from click.testing import CliRunner, Result
 from nats.js import JetStreamContext
 
-from runner.cli.commands import main
+from runner.cli import main
 from runner.config.loader import load_or_raise
 from runner.config.model import Config
 from runner.jetstream.cluster import EmbeddedCluster

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from runner.cli.commands import main
+from runner.cli import main
 
 
 def run(*args: str) -> Result:

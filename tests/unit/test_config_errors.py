@@ -215,7 +215,7 @@ def test_http_view_path_missing(config_copy: Path) -> None:
         p,
         "flows/order.yaml",
         p.line("flows/order.yaml", "handlers.inventory.peek"),
-        "services.order.http.views.inventory.view",
+        "services.order.http.resources.inventory.view",
     )
 
 
@@ -312,7 +312,7 @@ def test_saga_without_terminal_state(config_copy: Path) -> None:
     only(problems, "no terminal state")
     assert {p.path for p in problems if "can never reach" in p.message} == {
         f"sagas.order.states.{s}"
-        for s in ("pending", "awaiting_payment", "completed", "cancelled", "compensation_failed")
+        for s in ("pending", "awaiting_payment", "completed", "cancelled", "compensation_failed", "failed")
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runner.cli.commands import main
+from runner.cli import main
 from runner.config.loader import load
 from runner.config.model import Config
 from runner.config.settings import parse
@@ -114,7 +114,11 @@ def test_accept_naming_os_system_is_refused(config_copy: Path) -> None:
     problem = only(p.problems(), "outside the config root")
     assert "allow_modules" in problem.message  # the hint
     assert_at(
-        problem, p, "flows/order.yaml", p.line("flows/order.yaml", "accept: os.system"), "services.order.http.accept"
+        problem,
+        p,
+        "flows/order.yaml",
+        p.line("flows/order.yaml", "accept: os.system"),
+        "services.order.http.resources.orders.accept",
     )
 
 
@@ -127,7 +131,7 @@ def test_view_naming_builtins_eval_is_refused(config_copy: Path) -> None:
         p,
         "flows/order.yaml",
         p.line("flows/order.yaml", "builtins.eval"),
-        "services.order.http.views.inventory.view",
+        "services.order.http.resources.inventory.view",
     )
 
 
@@ -145,7 +149,7 @@ def test_allow_modules_admits_a_package_but_not_a_wrong_signature(
     only(p.problems(), "'extviews.stock' is outside the config root")
 
     p.append("flows/order.yaml", "allow_modules: [extviews]\n")
-    assert loaded(p).services["order"].http.views["inventory"].view == "extviews.stock"
+    assert loaded(p).services["order"].http.resources["inventory"].view == "extviews.stock"
 
     p.replace("flows/order.yaml", "view: extviews.stock", "view: extviews.one")
     problem = only(p.problems(), "extviews.one")

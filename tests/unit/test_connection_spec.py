@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from runner.config.connection import DEFAULT_SERVERS, ConnectionOptionError, ConnectionSpec, names_servers, resolve
 from runner.config.loader import load
-from runner.jetstream.connection import (
-    DEFAULT_SERVERS,
-    ConnectionOptionError,
-    ConnectionSpec,
-    PermissionDenied,
-    names_servers,
-    permission_violation,
-    resolve,
-)
+from runner.jetstream.connection import PermissionDenied, permission_violation
 
 SECRET = "s3cr3t-Vq9"
 

@@ -10,7 +10,7 @@ import pytest
 
 from runner.config.loader import load_or_raise
 from runner.config.model import RetryPolicy
-from runner.engine.dispatch import FATAL, Failure, classify
+from runner.engine.retry import FATAL, Failure, classify
 from runner.handler import FatalError, RetryableError
 from tests.conftest import ROOT
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.config.loader import load_or_raise
-from runner.engine.saga import Decision, Publish, SagaMachine
+from runner.engine.saga import Decision, Publish, SagaMachine, public_view
 from runner.handler import OutOfOrder
 from tests.conftest import ROOT
 
@@ -106,8 +107,8 @@ def test_happy_path_states_and_publishes(machine: SagaMachine) -> None:
     assert order.state == "awaiting_payment"
     assert non_timers(reserved.publishes) == [("orders.payment.requested", f"{ORDER}.orders.payment.requested")]
     requested = reserved.publishes[0]
-    assert requested.data["orderId"] == ORDER
-    assert requested.data["total"] == "1059.97"  # the start event's payload travels with the command
+    # shaped by its `with:` picks: the key, and what payment needs from the start payload (no items)
+    assert requested.data == {"orderId": ORDER, "customerId": "CUST123", "total": "1059.97"}
     assert timers(reserved.publishes) == []  # the pending alarm fires before the new deadline: no re-arm
     assert order.record is not None and order.record["deadline"]["state"] == "awaiting_payment"
     assert order.record["steps"] == ["inventory"]
@@ -235,20 +236,51 @@ def test_payment_failed_releases_inventory_then_cancels(machine: SagaMachine) ->
     assert order.record["compensated"] == ["inventory"]
 
 
-def test_timeout_awaiting_payment_compensates_the_charge_in_flight_too(machine: SagaMachine) -> None:
+def test_timeout_awaiting_payment_compensates_the_charge_in_flight_first(machine: SagaMachine) -> None:
     # The charge may have happened with its answer lost: refund it (idempotent; a tombstone if not
-    # charged), then release the stock, newest first.
+    # charged). The step in flight counts as the newest, so it is undone first; the stock waits.
     order = at_awaiting_payment(machine)
     decision = order.timeout()
     assert decision is not None
     assert order.state == "compensating"
-    assert non_timers(decision.publishes) == [
-        ("orders.payment.refund", f"{ORDER}.orders.payment.refund"),
-        ("orders.inventory.release", f"{ORDER}.orders.inventory.release"),
-    ]
-    assert order.record is not None and order.record["pending"] == ["payment", "inventory"]
-    assert order.record is not None and order.record["reason"] == "payment timed out"
-    assert order.record["history"][-3]["subject"] == "timeout"
+    assert non_timers(decision.publishes) == [("orders.payment.refund", f"{ORDER}.orders.payment.refund")]
+    assert order.record is not None and order.record["pending"] == ["payment"]
+    assert order.record["queued"] == ["inventory"]
+    assert order.record["reason"] == "payment timed out"
+    assert order.record["history"][-2]["subject"] == "timeout"
+
+
+def test_sequential_compensation_sends_each_undo_after_the_newer_one_is_confirmed(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    order.timeout()
+    assert order.record is not None
+    entered = order.record["entered"]
+
+    stray = order.event("orders.inventory.released")  # not asked for yet: changes nothing
+    assert stray.note == "ignored" and non_timers(stray.publishes) == []
+    assert order.record["pending"] == ["payment"]
+
+    refunded = order.event("orders.payment.refunded")
+    assert order.state == "compensating"
+    assert non_timers(refunded.publishes) == [("orders.inventory.release", f"{ORDER}.orders.inventory.release")]
+    assert order.record["pending"] == ["inventory"] and order.record["queued"] == []
+    # the release gets its own compensation timeout, counted from when it is sent
+    assert machine.timer_for(order.record) == (120.0, "compensating", entered + 1)
+
+    order.event("orders.inventory.released")
+    assert order.state == "cancelled"
+    assert order.record["reason"] == "payment timed out"
+    sent = [h["subject"] for h in order.record["history"] if "msg_id" in h]
+    assert sent == ["orders.payment.requested", "orders.payment.refund", "orders.inventory.release"]
+
+
+def test_compensation_timeout_names_the_undo_never_sent(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    order.timeout()  # refund sent, release queued behind it
+    decision = order.timeout()  # the refund is never confirmed
+    assert decision is not None and order.state == "compensation_failed"
+    assert order.record is not None
+    assert order.record["reason"] == "compensation not confirmed in time: payment (so never sent: inventory)"
 
 
 def test_timeout_in_pending_releases_a_reservation_whose_answer_may_be_lost(machine: SagaMachine) -> None:
@@ -289,7 +321,7 @@ def test_alarm_after_the_deadline_fires_the_timeout(machine: SagaMachine) -> Non
     decision = machine.on_alarm(order.record, now=order.record["deadline"]["due"] + 0.1)
     assert decision is not None and decision.record["state"] == "compensating"
     assert decision.record["reason"] == "payment timed out"
-    assert ("orders.inventory.release", f"{ORDER}.orders.inventory.release") in non_timers(decision.publishes)
+    assert non_timers(decision.publishes) == [("orders.payment.refund", f"{ORDER}.orders.payment.refund")]
     # the spent alarm is replaced by one for the compensation deadline
     [alarm] = timers(decision.publishes)
     assert alarm.data["alarm"] > time.time()
@@ -336,13 +368,13 @@ def test_late_reservation_after_pending_timeout_moves_nothing_forward(machine: S
 
 def test_late_payment_while_compensating_waits_for_the_refund(machine: SagaMachine) -> None:
     order = at_awaiting_payment(machine)
-    order.timeout()  # compensating: refunding and releasing
-    late = order.event("orders.payment.completed")
+    order.timeout()  # compensating: refunding, the release queued
+    late = order.event("orders.payment.completed", paymentId="PAY-late")
     assert order.state == "compensating"
     assert non_timers(late.publishes) == []  # the refund is already on its way
-    order.event("orders.inventory.released")
-    assert order.state == "compensating"  # still waiting for the refund
     order.event("orders.payment.refunded")
+    assert order.state == "compensating"  # now the release
+    order.event("orders.inventory.released")
     assert order.state == "cancelled"
 
 
@@ -374,3 +406,145 @@ def test_undeclared_compensation_failed_state_is_a_validation_error(config_copy)
     config, problems = load(config_copy, {})
     assert config is None
     assert any("failed_state 'compensation_failed' must be declared as a terminal state" in str(p) for p in problems)
+
+
+# --- data flow: what instances gather, what they emit ---
+
+
+def edited_machine(project: Path, *edits: tuple[str, str]) -> SagaMachine:
+    """The order saga of a config copy with text replacements in flows/saga.yaml."""
+    saga = project / "flows" / "saga.yaml"
+    text = saga.read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    saga.write_text(text)
+    return SagaMachine(load_or_raise(project, {}).sagas["order"])
+
+
+def test_a_steps_output_is_gathered_and_shown(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    order.event("orders.payment.completed", amount="1059.97", paymentId="PAY-42")
+    assert order.state == "completed"
+    assert order.record is not None and order.record["gathered"] == {"paymentId": "PAY-42"}  # keep: picks only it
+    view = public_view(order.record, "orderId")
+    assert view["paymentId"] == "PAY-42" and view["total"] == "1059.97" and view["status"] == "completed"
+
+
+def test_a_field_the_event_lacks_is_not_gathered(machine: SagaMachine) -> None:
+    order = at_awaiting_payment(machine)
+    order.event("orders.payment.completed", amount="1059.97")
+    assert order.record is not None and order.record["gathered"] == {}
+
+
+def test_a_compensation_picks_the_output_of_the_step_it_undoes(config_copy: Path) -> None:
+    m = edited_machine(
+        config_copy,
+        (
+            "payment: {compensate: orders.payment.refund,",
+            "payment: {compensate: {subject: orders.payment.refund, with: {paymentId: gathered.paymentId,"
+            " why: reason, customer: data.customerId}},",
+        ),
+    )
+    order = at_awaiting_payment(m)
+    order.event("orders.payment.failed", reason="card expired")  # compensating: releasing the stock
+    # a charge that succeeds after all (a gateway retry) arrives while the stock is being released: undone
+    # next, with the payment id it carries
+    late = order.event("orders.payment.completed", paymentId="PAY-7")
+    assert non_timers(late.publishes) == [] and order.state == "compensating"
+    released = order.event("orders.inventory.released")
+    [refund] = [p for p in released.publishes if not is_timer(p)]
+    assert refund.subject == "orders.payment.refund"
+    assert refund.data == {"orderId": ORDER, "paymentId": "PAY-7", "why": "card expired", "customer": "CUST123"}
+    order.event("orders.payment.refunded")
+    assert order.state == "cancelled"
+
+
+def test_a_pick_of_something_never_gathered_is_left_out(config_copy: Path) -> None:
+    m = edited_machine(
+        config_copy,
+        (
+            "payment: {compensate: orders.payment.refund,",
+            "payment: {compensate: {subject: orders.payment.refund, with: {paymentId: gathered.paymentId}},",
+        ),
+    )
+    order = at_awaiting_payment(m)
+    decision = order.timeout()  # the charge's answer was lost: no payment id to send with the refund
+    assert decision is not None
+    [refund] = [p for p in decision.publishes if not is_timer(p)]
+    assert refund.data == {"orderId": ORDER}
+
+
+def test_start_emits_a_command_with_the_new_instance(config_copy: Path) -> None:
+    m = edited_machine(
+        config_copy,
+        (
+            "start: {on: orders.created, state: pending}",
+            "start: {on: orders.created, state: pending,"
+            " emit: [{subject: orders.fraud.check, with: {customerId: data.customerId, total: data.total}}]}",
+        ),
+    )
+    order = Order(m)
+    first = order.event("orders.created", "e-created")
+    assert non_timers(first.publishes) == [("orders.fraud.check", f"{ORDER}.orders.fraud.check")]
+    [check] = [p for p in first.publishes if not is_timer(p)]
+    assert check.data == {"orderId": ORDER, "customerId": "CUST123", "total": "1059.97"}
+    assert len(timers(first.publishes)) == 1
+    again = order.event("orders.created", "e-created")  # a redelivery publishes it again (deduplicated by id)
+    assert non_timers(again.publishes) == non_timers(first.publishes)
+
+    # An instance the API created holds its start command until the start event is consumed.
+    record = m.start("ORD-2", {**CREATED, "orderId": "ORD-2"}, "e-api")
+    consumed = m.apply(record, "orders.created", {**CREATED, "orderId": "ORD-2"}, "e-api")
+    assert [p.subject for p in consumed.publishes if not is_timer(p)] == ["orders.fraud.check"]
+
+
+def test_parallel_compensation_sends_every_undo_at_once(config_copy: Path) -> None:
+    m = edited_machine(config_copy, ("      failed_state: compensation_failed\n", "      order: parallel\n"))
+    order = at_awaiting_payment(m)
+    decision = order.timeout()
+    assert decision is not None
+    assert non_timers(decision.publishes) == [
+        ("orders.payment.refund", f"{ORDER}.orders.payment.refund"),
+        ("orders.inventory.release", f"{ORDER}.orders.inventory.release"),
+    ]
+    assert order.record is not None and order.record["pending"] == ["payment", "inventory"]
+    order.event("orders.inventory.released")  # confirmations in any order
+    assert order.state == "compensating"
+    order.event("orders.payment.refunded")
+    assert order.state == "cancelled"
+
+
+# --- a start event the saga's consumer rejected ---
+
+
+def api_instance(machine: SagaMachine, key: str = ORDER) -> dict[str, Any]:
+    """The record the API writes before it publishes the start event `e-start`."""
+    return machine.start(key, {**CREATED, "orderId": key}, "e-start")
+
+
+def test_a_rejected_start_ends_the_instance_failed_with_the_reason(machine: SagaMachine) -> None:
+    record = api_instance(machine)
+    decision = machine.on_start_rejected(record, "e-start", "schema violation at total: '1.234' does not match")
+    assert decision is not None
+    # the reservation it awaited may have been made by a consumer that accepted the event: released first
+    assert decision.record["state"] == "compensating"
+    assert non_timers(decision.publishes) == [("orders.inventory.release", f"{ORDER}.orders.inventory.release")]
+    released = machine.apply(decision.record, "orders.inventory.released", {"orderId": ORDER}, "e-released")
+    assert released.record["state"] == "failed"
+    assert released.record["reason"] == "start rejected: schema violation at total: '1.234' does not match"
+    assert "failed" in machine.terminal and machine.timer_for(released.record) is None
+    assert [h["subject"] for h in released.record["history"]] == [
+        "orders.created",
+        "rejected",
+        "orders.inventory.release",
+        "orders.inventory.released",
+    ]
+
+
+def test_a_rejection_leaves_other_starts_and_running_instances_alone(machine: SagaMachine) -> None:
+    record = api_instance(machine)
+    assert machine.on_start_rejected(record, "e-other-attempt", "bad") is None
+    assert machine.on_start_rejected(None, "e-start", "bad") is None
+    moved_on = machine.apply(record, "orders.inventory.reserved", {"orderId": ORDER}, "e-reserved").record
+    assert machine.on_start_rejected(moved_on, "e-start", "bad") is None

@@ -1,0 +1,1 @@
+"""Handlers of the travel booking example: business logic only, no NATS in sight."""

@@ -1,0 +1,88 @@
+"""Commands about the YAML itself: `validate` it, print its `schema`, `provision` a server to match it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from nats.aio.client import Client
+
+from runner.cli.connection import ConnectionFlags, connection_options, run_on_nats
+from runner.cli.options import config_option, load_config, replica_decrease_option
+from runner.config import schemas
+from runner.jetstream import replicas
+from runner.jetstream.provision import Plan, plan_and_apply
+
+
+@click.command()
+@config_option
+@connection_options
+def validate(config_dir: Path, connection: ConnectionFlags) -> None:
+    """Check streams.yaml and flows/: every problem at once, as file:line:col: message.
+
+    With --nats or --context, also check against that server (replicas vs. cluster size)."""
+    cfg = load_config(config_dir)
+    if connection.explicit:
+        problems = run_on_nats(connection, cfg, lambda nc: replicas.problems(nc, cfg))
+        if problems:
+            for p in problems:
+                click.echo(str(p), err=True)
+            click.echo(f"{len(problems)} problem(s) found", err=True)
+            sys.exit(1)
+    click.echo(
+        f"ok: {len(cfg.streams)} streams, {len(cfg.services)} services, "
+        f"{sum(len(s.consumers) for s in cfg.services.values())} consumers, {len(cfg.sagas)} sagas"
+    )
+
+
+@click.command()
+@click.argument("which", type=click.Choice(["streams", "flows", "all"]), default="all")
+def schema(which: str) -> None:
+    """Print the JSON Schemas (draft 2020-12) of streams.yaml and flows/*.yaml, for editors."""
+    if which == "all":
+        click.echo(json.dumps({"streams": schemas.schema("streams"), "flows": schemas.schema("flows")}, indent=2))
+    else:
+        click.echo(json.dumps(schemas.schema(which), indent=2))
+
+
+@click.command()
+@connection_options
+@config_option
+@click.option("--dry-run", is_flag=True, help="show the plan, change nothing")
+@click.option(
+    "--mode",
+    type=click.Choice(["create", "verify"]),
+    default="create",
+    show_default=True,
+    help="verify: only report differences (exit 1 if any)",
+)
+@replica_decrease_option
+def provision(
+    connection: ConnectionFlags, config_dir: Path, dry_run: bool, mode: str, allow_replica_decrease: bool
+) -> None:
+    """Create or update streams, consumers and KV buckets to match the YAML (never deletes data)."""
+    cfg = load_config(config_dir)
+
+    async def go(nc: Client) -> Plan:
+        return await plan_and_apply(
+            nc.jetstream(), cfg, mode, dry_run=dry_run, allow_replica_decrease=allow_replica_decrease
+        )
+
+    plan = run_on_nats(connection, cfg, go)
+    for change in plan.changes:
+        click.echo(str(change))
+    if dry_run or mode == "verify":
+        click.echo(
+            f"{len(plan.pending)} change(s) to apply, {len(plan.drift)} drift(s)" + (" (dry run)" if dry_run else "")
+        )
+    else:
+        click.echo(f"applied {len(plan.pending)} change(s); {len(plan.drift)} drift(s) left for you to decide")
+    if mode == "verify" and (plan.pending or plan.drift):
+        sys.exit(1)
+    if plan.drift:
+        sys.exit(2)
+
+
+COMMANDS = [validate, schema, provision]

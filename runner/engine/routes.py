@@ -1,0 +1,96 @@
+"""What a consumer does with each subject: a handler's route, a saga's route, a rejected start.
+
+A route turns a decoded payload into the messages to publish; the worker (runner/engine/dispatch.py)
+does everything around it: decoding, validation, timeouts, publishing, acks and retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from runner.config.model import Binding, RetryPolicy
+from runner.config.subjects import is_identifier
+from runner.engine.saga import Publish, SagaMachine
+from runner.engine.validation import PayloadValidator
+from runner.handler import Context, FatalError, Outcome
+from runner.jetstream.kv import Bucket
+
+Run = Callable[[dict[str, Any], str, str], Awaitable[list[Publish]]]
+"""(payload, subject, event id) → what to publish."""
+
+Rejected = Callable[[dict[str, Any], str, str], Awaitable[list[Publish]]]
+"""(payload, event id, why) of a dead-lettered message → what to publish."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one subject is handled on a consumer."""
+
+    run: Run
+    retry: RetryPolicy
+    timeout: float
+    schema: PayloadValidator | None
+    rejected: Rejected | None = None  # applied once a message of this subject is dead-lettered
+
+
+def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Context, key: str) -> Run:
+    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
+        outcome = await fn(data, ctx)
+        if outcome is None:
+            return []
+        if not isinstance(outcome, Outcome):
+            raise FatalError(f"handler {binding.handler} returned {type(outcome).__name__}, not an Outcome")
+        target = binding.emits.get(outcome.name)
+        if target is None:
+            raise FatalError(f"handler {binding.handler} returned outcome {outcome.name!r}, not in its emits")
+        payload = {key: data[key], **outcome.data}
+        return [Publish(target, payload, f"{data[key]}.{target}")]
+
+    return run
+
+
+def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
+    key_field = machine.spec.key
+    start = machine.spec.start_on
+
+    async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
+        def step(record: Any) -> tuple[Any, tuple[list[Publish], bool]]:
+            decision = machine.apply(record, subject, data, event_id)
+            done = decision.record["state"] in machine.terminal
+            return (decision.record if decision.changed else record), (decision.publishes, done)
+
+        key = data[key_field]
+        # A start event almost always creates its instance: skip the read.
+        publishes, done = await bucket.mutate(key, step, assume_absent=subject == start)
+        if done:  # a finished instance is rarely touched again: keep the cache for live ones
+            bucket.forget(key)
+        return publishes
+
+    return run
+
+
+def start_rejected(machine: SagaMachine, bucket: Bucket) -> Rejected:
+    """A saga's start event was dead-lettered: the instance the API created for it ends `failed`."""
+    key_field = machine.spec.key
+
+    async def reject(data: dict[str, Any], event_id: str, why: str) -> list[Publish]:
+        key = data.get(key_field)
+        if not is_identifier(key):
+            return []  # no instance can be named by it
+
+        def step(record: Any) -> tuple[Any, list[Publish]]:
+            decision = machine.on_start_rejected(record, event_id, why)
+            return (record, []) if decision is None else (decision.record, decision.publishes)
+
+        return await bucket.mutate(key, step)
+
+    return reject
+
+
+def event_id_of(msg: Msg) -> str:
+    """The id a consumed event is known by in saga histories: its Nats-Msg-Id, else its stream position."""
+    return (msg.headers or {}).get("Nats-Msg-Id") or f"{msg.metadata.stream}.{msg.metadata.sequence.stream}"

@@ -1,0 +1,45 @@
+"""Serve a Runtime in the foreground until SIGINT or SIGTERM: the lifecycle `flowrun up` and `flowrun start` share.
+
+A stop signal lets in-flight messages finish and ack before the connection drains; an embedded nats-server that
+keeps dying under `flowrun up` (its ServerGuard gives up) ends the run too, as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+from runner.jetstream.server_guard import ServerGuard
+from runner.serve.service import ProvisionError, Runtime
+
+
+class ServeFailed(Exception):
+    """Serving could not start (a provisioning mismatch, a port in use) or its nats-server could not be kept up."""
+
+
+async def serve_until_stopped(
+    runtime: Runtime,
+    started: Callable[[], None],
+    stopping: Callable[[], None],
+    guard: ServerGuard | None = None,
+) -> None:
+    """Start `runtime`, call `started`, wait for a stop signal (or the guard giving up), call `stopping`, stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+    except (ProvisionError, OSError) as exc:  # a mismatch with --provision verify, a port in use
+        await runtime.stop()
+        raise ServeFailed(str(exc)) from exc
+    started()
+    guarding = asyncio.create_task(guard.run(stop)) if guard else None
+    await stop.wait()
+    if guarding:
+        guarding.cancel()
+    stopping()
+    await runtime.stop()
+    if guard and guard.failure:
+        raise ServeFailed(guard.failure)
