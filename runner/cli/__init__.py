@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import click
 
-from runner.cli import config, dlq, permissions, run, streams
+from runner.cli import config, dlq, permissions, run, saga, scaffold, streams, testing
 
 main = click.Group(
     help="flowrun: declarative workflows and sagas on NATS JetStream.",
     context_settings={"help_option_names": ["-h", "--help"]},
-    commands=[*run.COMMANDS, *config.COMMANDS, *streams.COMMANDS, *dlq.COMMANDS, *permissions.COMMANDS],
+    commands=[
+        *run.COMMANDS,
+        *config.COMMANDS,
+        *streams.COMMANDS,
+        *dlq.COMMANDS,
+        *permissions.COMMANDS,
+        *saga.COMMANDS,
+        *testing.COMMANDS,
+        *scaffold.COMMANDS,
+    ],
 )
 
 __all__ = ["main"]

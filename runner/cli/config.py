@@ -11,7 +11,7 @@ from nats.aio.client import Client
 
 from runner.cli.connection import ConnectionFlags, connection_options, run_on_nats
 from runner.cli.options import config_option, load_config, replica_decrease_option
-from runner.config import schemas
+from runner.config.schemas.editor import editor_schema
 from runner.jetstream import replicas
 from runner.jetstream.provision import Plan, plan_and_apply
 
@@ -39,12 +39,27 @@ def validate(config_dir: Path, connection: ConnectionFlags) -> None:
 
 @click.command()
 @click.argument("which", type=click.Choice(["streams", "flows", "all"]), default="all")
-def schema(which: str) -> None:
-    """Print the JSON Schemas (draft 2020-12) of streams.yaml and flows/*.yaml, for editors."""
-    if which == "all":
-        click.echo(json.dumps({"streams": schemas.schema("streams"), "flows": schemas.schema("flows")}, indent=2))
+@click.option(
+    "--write",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="write streams.schema.json and flows.schema.json into this directory instead of printing",
+)
+def schema(which: str, directory: Path | None) -> None:
+    """Print the JSON Schemas (draft 2020-12) of streams.yaml and flows/*.yaml, for editors.
+
+    They accept ${VAR} and ${VAR:-default} wherever a scalar goes; `validate` checks the substituted values."""
+    names = ["streams", "flows"] if which == "all" else [which]
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = directory / f"{name}.schema.json"
+            target.write_text(json.dumps(editor_schema(name), indent=2) + "\n", encoding="utf-8")
+            click.echo(f"wrote {target}")
+    elif which == "all":
+        click.echo(json.dumps({name: editor_schema(name) for name in names}, indent=2))
     else:
-        click.echo(json.dumps(schemas.schema(which), indent=2))
+        click.echo(json.dumps(editor_schema(which), indent=2))
 
 
 @click.command()

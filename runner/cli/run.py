@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -38,14 +39,26 @@ sync_option = click.option(
     help="fsync of the embedded JetStream store: before every ack, or every DURATION (nats-server default: 2m)",
 )
 provision_option = click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+watch_option = click.option(
+    "--watch",
+    is_flag=True,
+    help="reload streams.yaml, flows/ and handler code when they change: a valid edit is applied live, "
+    "an invalid one is reported (file:line) and the running configuration stays",
+)
 
 
-def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | None = None) -> None:
+def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | None = None, watch: bool = False) -> None:
     def stopping() -> None:
         click.echo("shutting down: finishing in-flight messages …", err=True)
 
+    reloader = None
+    if watch:
+        from runner.serve.watch import Reloader  # watchfiles only with --watch
+
+        reloader = Reloader(runtime)
+        logging.getLogger("flowrun.reload").setLevel(logging.INFO)  # what each reload did, even without -v
     try:
-        loop.run(lambda: serve_until_stopped(runtime, banner, stopping, guard))
+        loop.run(lambda: serve_until_stopped(runtime, banner, stopping, guard, reloader))
     except ServeFailed as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -65,6 +78,7 @@ def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | No
 @sync_option
 @provision_option
 @replica_decrease_option
+@watch_option
 @verbose_option
 def up(
     connection: ConnectionFlags,
@@ -75,6 +89,7 @@ def up(
     sync: str,
     mode: str,
     allow_replica_decrease: bool,
+    watch: bool,
     verbose: int,
 ) -> None:
     """Run every service (and an embedded nats-server unless --nats, NATS_URL, a context or the YAML names one)."""
@@ -108,7 +123,7 @@ def up(
         click.echo("  Ctrl-C to stop", err=True)
 
     try:
-        _serve(runtime, banner, guard)
+        _serve(runtime, banner, guard, watch)
     finally:
         if server:
             server.stop()
@@ -121,6 +136,7 @@ def up(
 @click.option("--http-port", type=int, default=None, help="HTTP port for a service with an API")
 @provision_option
 @replica_decrease_option
+@watch_option
 @verbose_option
 def start(
     services: tuple[str, ...],
@@ -129,6 +145,7 @@ def start(
     http_port: int | None,
     mode: str,
     allow_replica_decrease: bool,
+    watch: bool,
     verbose: int,
 ) -> None:
     """Run one service (start it N times to scale out: instances share its durable consumers)."""
@@ -144,7 +161,7 @@ def start(
         for url in runtime.http_urls:
             click.echo(f"  HTTP  {url}", err=True)
 
-    _serve(runtime, banner)
+    _serve(runtime, banner, watch=watch)
 
 
 @click.command("dev-cluster")

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runner.config.model import Emit, SagaSpec
+from runner.config.suggest import did_you_mean
 
 Where = tuple[str | int, ...]
 
@@ -38,7 +39,7 @@ def problems(saga: SagaSpec, messages: Mapping[str, dict[str, Any]]) -> list[tup
     out: list[tuple[Where, str]] = []
     kept = {name for state in saga.states.values() for t in state.on.values() for name in t.keep}
     start_schema = messages.get(saga.start_on)
-    for where, e in _emits(saga):
+    for where, e in emits_at(saga):
         out += _emit_problems(saga, e, where, kept, start_schema, messages.get(e.subject))
     for state in saga.states.values():
         for subject, t in state.on.items():
@@ -46,12 +47,24 @@ def problems(saga: SagaSpec, messages: Mapping[str, dict[str, Any]]) -> list[tup
                 where = ("states", state.name, "on", subject, "keep", name)
                 if name == saga.key:
                     out.append((where, f"{name!r} is the saga's key: gathered fields need other names"))
-                if _absent(messages.get(subject), path):
-                    out.append((where, f"{subject} has no field {'.'.join(path)!r} (per its messages: schema)"))
+                if (hint := _missing(messages.get(subject), path)) is not None:
+                    out.append((where, f"{subject} has no field {'.'.join(path)!r} (per its messages: schema){hint}"))
     return out
 
 
-def _emits(saga: SagaSpec) -> Iterator[tuple[Where, Emit]]:
+def consumed_at(saga: SagaSpec) -> Iterator[tuple[Where, str]]:
+    """Where in the saga each consumed subject is written, in file order (a subject may recur)."""
+    yield ("start", "on"), saga.start_on
+    for state in saga.states.values():
+        for subject in state.on:
+            yield ("states", state.name, "on", subject), subject
+    for step in saga.steps.values():
+        if step.confirmed_by:
+            yield ("steps", step.name, "confirmed_by"), step.confirmed_by
+
+
+def emits_at(saga: SagaSpec) -> Iterator[tuple[Where, Emit]]:
+    """Where in the saga each emitted message is written: start and transition emits, then compensations."""
     for i, e in enumerate(saga.start_emit):
         yield ("start", "emit", i), e
     for state in saga.states.values():
@@ -78,13 +91,13 @@ def _emit_problems(
         if name == saga.key and source != ("key",):
             out.append((at, f"{name!r} is the saga's key: it always carries the instance key (pick 'key')"))
         root, path = source[0], source[1:]
-        if root == "data" and _absent(start_schema, path):
-            out.append(
-                (at, f"the start event {saga.start_on} has no field {'.'.join(path)!r} (per its messages: schema)")
-            )
+        if root == "data" and (hint := _missing(start_schema, path)) is not None:
+            field = ".".join(path)
+            out.append((at, f"the start event {saga.start_on} has no field {field!r} (per its messages: schema){hint}"))
         elif root == "gathered" and path[0] not in kept:
+            hint = did_you_mean(path[0], kept)
             out.append(
-                (at, f"no transition keeps {path[0]!r} (add keep: {{{path[0]}: <event field>}} where it arrives)")
+                (at, f"no transition keeps {path[0]!r} (add keep: {{{path[0]}: <event field>}} where it arrives){hint}")
             )
     required = (target_schema or {}).get("required")
     if isinstance(required, list):
@@ -99,18 +112,19 @@ def _emit_problems(
     return out
 
 
-def _absent(schema: dict[str, Any] | None, path: tuple[str, ...]) -> bool:
-    """True when the schema declares the properties along `path` and one of them is not among them.
-    Unknowable (no schema, no `properties`, an array on the way) counts as present."""
+def _missing(schema: dict[str, Any] | None, path: tuple[str, ...]) -> str | None:
+    """When the schema declares the properties along `path` and one of them is not among them: a did-you-mean
+    hint for it ("" if no declared property is close); else None. Unknowable (no schema, no `properties`, an
+    array on the way) counts as present."""
     node = schema
     for name in path:
         node = _resolve(schema, node)
         if not isinstance(node, dict) or not isinstance(node.get("properties"), dict):
-            return False
+            return None
         if name not in node["properties"]:
-            return True
+            return did_you_mean(name, node["properties"])
         node = node["properties"][name]
-    return False
+    return None
 
 
 def _resolve(root: dict[str, Any] | None, node: Any) -> Any:

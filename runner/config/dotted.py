@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.config.suggest import did_you_mean
+
 
 @dataclass(frozen=True)
 class Role:
@@ -85,8 +87,18 @@ def resolve(root: Path, dotted: str) -> Any:
     except Exception as exc:  # a handler module that fails at import time is a config problem too
         raise ImportError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     if not hasattr(module, attr):
-        raise AttributeError(f"module {module_name!r} has no attribute {attr!r} (for {dotted!r})")
+        hint = did_you_mean(attr, _public_functions(module))
+        raise AttributeError(f"module {module_name!r} has no attribute {attr!r} (for {dotted!r}){hint}")
     target = getattr(module, attr)
     if not callable(target):
         raise TypeError(f"{dotted!r} is not callable")
     return target
+
+
+def _public_functions(module: Any) -> list[str]:
+    """Names of the functions a module defines itself (not those it imports), for "did you mean"."""
+    return [
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")
+    ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.config import dotted
 from runner.config.model import Config, HttpSpec, ResourceSpec
+from runner.config.suggest import did_you_mean
 from runner.config.units import seconds
 
 RESERVED_PATHS = ("/healthz", "/readyz")
@@ -84,7 +85,8 @@ def _resource_problems(config: Config, resource: ResourceSpec, allow_modules: It
             problems.append((error, (role.name,)))
     if resource.bucket:
         if resource.bucket not in config.buckets:
-            problems.append((f"KV bucket {resource.bucket!r} is not declared", ("bucket",)))
+            hint = did_you_mean(resource.bucket, config.buckets)
+            problems.append((f"KV bucket {resource.bucket!r} is not declared{hint}", ("bucket",)))
         if not resource.view:
             problems.append(("a KV view needs view: (def view(key, value) -> dict)", ()))
         for key in SAGA_ONLY:
@@ -95,7 +97,8 @@ def _resource_problems(config: Config, resource: ResourceSpec, allow_modules: It
         return problems
     saga = config.sagas.get(resource.saga or "")
     if saga is None:
-        return [*problems, (f"saga {resource.saga!r} is not declared", ("saga",))]
+        hint = did_you_mean(resource.saga or "", config.sagas)
+        return [*problems, (f"saga {resource.saga!r} is not declared{hint}", ("saga",))]
     if resource.key != "id":
         problems.append((f"a saga resource's id is its saga's key ({saga.key}): remove key:", ("key",)))
     consumed = {subject for state in saga.states.values() for subject in state.on}
@@ -103,7 +106,8 @@ def _resource_problems(config: Config, resource: ResourceSpec, allow_modules: It
         if event not in consumed:
             problems.append(
                 (
-                    f"no state of saga {saga.name!r} has a transition on {event!r}: the command could never run",
+                    f"no state of saga {saga.name!r} has a transition on {event!r}: the command could never run"
+                    + did_you_mean(event, consumed),
                     ("commands", command, "event"),
                 )
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from jsonschema import Draft202012Validator
 
 from runner.config.schemas import schema
+from runner.config.suggest import did_you_mean
 from runner.config.yamlsrc import Document, Problem
 
 
@@ -20,8 +21,9 @@ def schema_problems(doc: Document, name: str) -> list[Problem]:
         message = error.message
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            known = error.schema.get("properties", {})
             for key in extra:
-                problems.append(doc.problem((*path, key), f"unknown key {key!r}"))
+                problems.append(doc.problem((*path, key), f"unknown key {key!r}{did_you_mean(str(key), known)}"))
             continue
         if error.validator == "oneOf" and error.context:
             patterns = " ".join(str(sub.get("pattern", "")) for sub in error.validator_value)

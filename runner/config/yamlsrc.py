@@ -235,6 +235,19 @@ class _Builder:
         return _VAR.sub(substitute, node.value)
 
 
+_CONTEXT = re.compile(r"^while (?:parsing|scanning|constructing) (?:an? )?(.+)$")
+
+
+def syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    """The parser's problem, and where what it was reading began: an unclosed `[` on line 3 is only noticed
+    lines later, so both places are named ("… (the flow sequence opened at line 3:9)")."""
+    context, start, end = exc.context, exc.context_mark, exc.problem_mark
+    what = _CONTEXT.match(context or "")
+    if what and exc.problem and start and end and (start.line, start.column) != (end.line, end.column):
+        return f"{exc.problem} (the {what.group(1)} opened at line {start.line + 1}:{start.column + 1})"
+    return " ".join(p for p in (context, exc.problem) if p)
+
+
 def load_yaml(file: Path | str, env: Mapping[str, str] | None = None) -> tuple[Document | None, list[Problem]]:
     """Parse one YAML file. Returns (document, problems); document is None on a syntax error."""
     name = str(file)
@@ -254,8 +267,7 @@ def load_yaml(file: Path | str, env: Mapping[str, str] | None = None) -> tuple[D
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(p for p in (exc.context, exc.problem) if p)
-        return None, [Problem(name, line, col, f"YAML syntax error: {message}")]
+        return None, [Problem(name, line, col, f"YAML syntax error: {syntax_message(exc)}")]
     finally:
         loader.dispose()
     return Document(name, data, builder.positions), builder.problems

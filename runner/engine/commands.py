@@ -26,9 +26,10 @@ class Commands:
         self.events = events
         self.publisher = publisher
 
-    def allowed(self, state: str) -> list[str]:
-        """The commands an instance in `state` takes (none while compensating: it is in no declared state)."""
-        spec = self.saga.states.get(state)
+    def allowed(self, state: str, started_on: SagaSpec | None = None) -> list[str]:
+        """The commands an instance in `state` takes (none while compensating: it is in no declared state),
+        by the definition the instance started on (`started_on`; default: the current one)."""
+        spec = (started_on or self.saga).states.get(state)
         return [name for name, event in self.events.items() if spec is not None and event in spec.on]
 
     def event_id(self, key: str, command: str, idempotency_key: str | None) -> str:

@@ -28,7 +28,8 @@ from runner.config.subjects import is_identifier
 from runner.engine import deadletter, faults, headers
 from runner.engine.retry import EARLY, FATAL, OUTAGE, Failure, OutageClock, UncountedDeliveries, classify
 from runner.engine.routes import Route, event_id_of
-from runner.engine.saga import Publish, SagaMachine
+from runner.engine.saga import Publish
+from runner.engine.versions import SagaVersions
 from runner.jetstream.kv import Bucket
 from runner.jetstream.publish import Publisher
 from runner.jetstream.pull import ACK, TERM, PullStream
@@ -97,6 +98,11 @@ class ConsumerWorker:
         self._stopping = True
         if self.pull is not None:
             await self.pull.stop()
+
+    def adopt(self, newer: ConsumerWorker) -> None:
+        """Take the routes and policies of a worker built from a reloaded config with this same consumer spec:
+        the pull goes on; a message already being handled finishes in the handler it started in."""
+        self.service, self.routes = newer.service, newer.routes
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.spec.keepalive else None
@@ -382,12 +388,17 @@ class TimerWorker(ConsumerWorker):
         publisher: Publisher,
         service: ServiceSpec,
         spec: ConsumerSpec,
-        machine: SagaMachine,
+        versions: SagaVersions,
         bucket: Bucket,
     ):
-        super().__init__(publisher, service, spec, {}, machine.spec.key)
-        self.machine = machine
+        super().__init__(publisher, service, spec, {}, versions.current.spec.key)
+        self.versions = versions  # each instance's timeouts are its own version's
         self.bucket = bucket
+
+    def adopt(self, newer: ConsumerWorker) -> None:
+        assert isinstance(newer, TimerWorker)
+        super().adopt(newer)
+        self.versions, self.bucket = newer.versions, newer.bucket
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         await asyncio.gather(*(self._fire(m) for m in msgs))
@@ -405,7 +416,7 @@ class TimerWorker(ConsumerWorker):
             await msg.nak(delay=early)
             return
         try:
-            publishes = await self.bucket.mutate(key, self._step)
+            publishes = await self.versions.run(lambda: self.bucket.mutate(key, self._step))
             futures = [await self._publish(p, msg) for p in publishes]
             async with asyncio.timeout(self.spec.ack_wait):
                 await asyncio.gather(*futures)
@@ -417,7 +428,7 @@ class TimerWorker(ConsumerWorker):
         self.processed += 1
 
     def _step(self, record: Any) -> tuple[Any, list[Publish]]:
-        decision = self.machine.on_alarm(record)
+        decision = self.versions.machine_for(record).on_alarm(record)
         if decision is None:
             return record, []
         return decision.record, decision.publishes

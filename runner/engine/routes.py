@@ -14,8 +14,9 @@ from nats.aio.msg import Msg
 
 from runner.config.model import Binding, RetryPolicy
 from runner.config.subjects import is_identifier
-from runner.engine.saga import Publish, SagaMachine
+from runner.engine.saga import Publish
 from runner.engine.validation import PayloadValidator
+from runner.engine.versions import SagaVersions
 from runner.handler import Context, FatalError, Outcome
 from runner.jetstream.kv import Bucket
 
@@ -53,19 +54,21 @@ def handler_route(binding: Binding, fn: Callable[..., Awaitable[Any]], ctx: Cont
     return run
 
 
-def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
-    key_field = machine.spec.key
-    start = machine.spec.start_on
+def saga_route(versions: SagaVersions, bucket: Bucket) -> Run:
+    """Each event is applied by the machine of its instance's version (runner/engine/versions.py)."""
+    key_field = versions.current.spec.key
+    start = versions.current.spec.start_on
 
     async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
         def step(record: Any) -> tuple[Any, tuple[list[Publish], bool]]:
+            machine = versions.machine_for(record)
             decision = machine.apply(record, subject, data, event_id)
             done = decision.record["state"] in machine.terminal
             return (decision.record if decision.changed else record), (decision.publishes, done)
 
         key = data[key_field]
         # A start event almost always creates its instance: skip the read.
-        publishes, done = await bucket.mutate(key, step, assume_absent=subject == start)
+        publishes, done = await versions.run(lambda: bucket.mutate(key, step, assume_absent=subject == start))
         if done:  # a finished instance is rarely touched again: keep the cache for live ones
             bucket.forget(key)
         return publishes
@@ -73,9 +76,9 @@ def saga_route(machine: SagaMachine, bucket: Bucket) -> Run:
     return run
 
 
-def start_rejected(machine: SagaMachine, bucket: Bucket) -> Rejected:
+def start_rejected(versions: SagaVersions, bucket: Bucket) -> Rejected:
     """A saga's start event was dead-lettered: the instance the API created for it ends `failed`."""
-    key_field = machine.spec.key
+    key_field = versions.current.spec.key
 
     async def reject(data: dict[str, Any], event_id: str, why: str) -> list[Publish]:
         key = data.get(key_field)
@@ -83,10 +86,10 @@ def start_rejected(machine: SagaMachine, bucket: Bucket) -> Rejected:
             return []  # no instance can be named by it
 
         def step(record: Any) -> tuple[Any, list[Publish]]:
-            decision = machine.on_start_rejected(record, event_id, why)
+            decision = versions.machine_for(record).on_start_rejected(record, event_id, why)
             return (record, []) if decision is None else (decision.record, decision.publishes)
 
-        return await bucket.mutate(key, step)
+        return await versions.run(lambda: bucket.mutate(key, step))
 
     return reject
 

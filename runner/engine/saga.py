@@ -3,12 +3,13 @@
 Pure so it can run inside a KV compare-and-set: on a conflict the runner re-reads the instance and
 simply applies the event again. Instance state is one JSON object per key:
 
-    state, data (the start event's payload), gathered (step outputs kept by `keep:`), reason,
-    steps (completed, in order), compensated (steps whose undo is sent or queued), pending
-    (compensations sent, awaiting confirmation), queued (compensations not sent yet, next first),
-    target (state after compensation), entered (a counter bumped on every state change), deadline
-    (the current state's timeout), alarm (when the instance's one timer fires), history (every event
-    in and out, oldest first; consumed ones carry their message id).
+    version (of the definition it started on), state, data (the start event's payload), gathered
+    (step outputs kept by `keep:`), reason, steps (completed, in order), compensated (steps whose
+    undo is sent or queued), pending (compensations sent, awaiting confirmation), queued
+    (compensations not sent yet, next first), target (state after compensation), entered (a counter
+    bumped on every state change), deadline (the current state's timeout), alarm (when the instance's
+    one timer fires), history (every event in and out, oldest first; consumed ones carry their
+    message id).
 
 Compensation runs newest step first. Sequentially by default: a step's undo is sent only once the
 undo of the step after it is confirmed, since a later step may stand on an earlier one (a shipment on
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.config import saga_json
 from runner.config.model import REJECTED_STATE, Emit, SagaSpec, Transition
 from runner.engine import picks
 from runner.errors import OutOfOrder
@@ -72,6 +74,7 @@ class SagaMachine:
 
     def __init__(self, spec: SagaSpec):
         self.spec = spec
+        self.version = saga_json.version(spec)  # recorded in each instance it starts (runner/engine/versions.py)
         self.terminal = {s.name for s in spec.states.values() if s.terminal} | {
             spec.compensation_failed_state,
             REJECTED_STATE,
@@ -90,6 +93,7 @@ class SagaMachine:
         record = {
             "key": key,
             "saga": self.spec.name,
+            "version": self.version,
             "state": self.spec.start_state,
             "data": data,
             "gathered": {},

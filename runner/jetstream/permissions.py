@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from runner.config.model import Config, ConsumerSpec, ServiceSpec
 from runner.config.subjects import within
+from runner.jetstream import saga_store
 from runner.jetstream.provision import desired_consumers, timer_consumer
 
 PROVISIONER = "provisioner"
@@ -90,6 +91,8 @@ def provisioner_permissions(config: Config) -> UserPermissions:
     pub.add("$JS.API.>", "create, update and inspect streams, consumers and buckets")
     for bucket in config.data:
         pub.add(f"$KV.{bucket}.>", f"seed demo data into {bucket}")
+    for saga in config.sagas.values():
+        pub.add(f"$KV.{saga_store.BUCKET}.{saga.name}.>", f"store the definition of saga {saga.name} by version")
     sub = _Grants()
     sub.add("_INBOX.>", "replies (the default inbox prefix of the flowrun CLI)")
     return UserPermissions(PROVISIONER, "_INBOX", pub.all(), sub.all())
@@ -129,6 +132,14 @@ def _key_value(config: Config, service: ServiceSpec, pub: _Grants) -> None:
         pub.add(f"$JS.API.DIRECT.GET.KV_{bucket}", f"lists {bucket} (batched direct gets)")
     for bucket in config.buckets:  # the runtime opens every declared bucket at start (a stream info each)
         pub.add(f"$JS.API.STREAM.INFO.KV_{bucket}", "opens the bucket at start")
+    definitions = f"KV_{saga_store.BUCKET}"
+    for saga in config.sagas_of(service.name):
+        pub.add(f"$JS.API.STREAM.INFO.{definitions}", "opens the saga definitions bucket")
+        pub.add(f"$KV.{saga_store.BUCKET}.{saga.name}.>", f"stores its definition of saga {saga.name} at start")
+        pub.add(
+            f"$JS.API.DIRECT.GET.{definitions}.$KV.{saga_store.BUCKET}.{saga.name}.>",
+            f"reads the versions of saga {saga.name} its instances started on",
+        )
 
 
 def _consumers_of(config: Config, service: ServiceSpec) -> list[ConsumerSpec]:
@@ -156,3 +167,5 @@ def _verify(config: Config, pub: _Grants) -> None:
     for bucket, entries in config.data.items():
         for key in entries:
             pub.add(f"$JS.API.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{key}", why)
+    if config.sagas:
+        pub.add(f"$JS.API.STREAM.INFO.KV_{saga_store.BUCKET}", why)

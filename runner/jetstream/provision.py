@@ -16,8 +16,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from runner import codec
+from runner.config import saga_json
 from runner.config.model import BucketSpec, Config, ConsumerSpec, SagaSpec, ServiceSpec, StreamSpec
-from runner.jetstream import drift
+from runner.jetstream import drift, saga_store
 from runner.jetstream.drift import Difference, norm
 
 log = logging.getLogger("flowrun.provision")
@@ -108,6 +109,8 @@ def declared(config: Config) -> tuple[set[str], set[tuple[str, str]]]:
     """The streams (KV buckets' included) and (stream, durable) consumers the YAML declares: what provisioning
     owns, so an inspection can flag what else the server has."""
     streams = set(config.streams) | {f"KV_{b}" for b in config.buckets}
+    if config.sagas:
+        streams.add(f"KV_{saga_store.BUCKET}")
     return streams, {(c.stream, c.durable) for c in desired_consumers(config)}
 
 
@@ -176,6 +179,7 @@ async def plan_and_apply(
         await _consumer(js, spec, plan, apply)
     for bucket_name, entries in config.data.items():
         await _seed(js, bucket_name, entries, plan, apply)
+    await _saga_definitions(js, config, plan, apply, allow_replica_decrease, listed=mode != "verify")
     return plan
 
 
@@ -209,6 +213,25 @@ async def _bucket(
     updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
     if updates and apply:
         await js.update_stream(drift.applied(info.config, updates))
+
+
+async def _saga_definitions(
+    js: JetStreamContext, config: Config, plan: Plan, apply: bool, allow_replica_decrease: bool, listed: bool
+) -> None:
+    """The bucket of saga definitions, and the current version of each. Definitions are data rather than
+    setup (a service stores its own at start, runner/serve/service.py), so `verify` checks only the bucket."""
+    spec = saga_store.bucket_spec(config)
+    if spec is None:
+        return
+    await _bucket(js, spec, plan, apply, allow_replica_decrease)
+    for saga in config.sagas.values() if listed else ():
+        what = f"saga {saga.name} version {saga_json.version(saga)}"
+        if await saga_store.is_stored(js, saga):
+            plan.changes.append(Change("ok", what))
+            continue
+        plan.changes.append(Change("create", what))
+        if apply:
+            await saga_store.store(js, saga)
 
 
 async def _consumer(js: JetStreamContext, spec: ConsumerSpec, plan: Plan, apply: bool) -> None:

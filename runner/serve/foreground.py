@@ -7,11 +7,16 @@ keeps dying under `flowrun up` (its ServerGuard gives up) ends the run too, as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from runner.jetstream.server_guard import ServerGuard
 from runner.serve.service import ProvisionError, Runtime
+
+if TYPE_CHECKING:
+    from runner.serve.watch import Reloader
 
 
 class ServeFailed(Exception):
@@ -23,8 +28,10 @@ async def serve_until_stopped(
     started: Callable[[], None],
     stopping: Callable[[], None],
     guard: ServerGuard | None = None,
+    reloader: Reloader | None = None,
 ) -> None:
-    """Start `runtime`, call `started`, wait for a stop signal (or the guard giving up), call `stopping`, stop."""
+    """Start `runtime`, call `started`, wait for a stop signal (or the guard giving up), call `stopping`, stop.
+    With a `reloader` (--watch), edits of the config are applied in between."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -36,9 +43,14 @@ async def serve_until_stopped(
         raise ServeFailed(str(exc)) from exc
     started()
     guarding = asyncio.create_task(guard.run(stop)) if guard else None
+    watching = asyncio.create_task(reloader.watch(stop)) if reloader else None
     await stop.wait()
     if guarding:
         guarding.cancel()
+    if watching:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     stopping()
     await runtime.stop()
     if guard and guard.failure:

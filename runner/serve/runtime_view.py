@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from runner.config.model import Config
 from runner.engine.saga import SagaMachine
+from runner.engine.versions import SagaVersions
 from runner.jetstream.kv import Bucket
 from runner.jetstream.publish import Publisher
 
@@ -19,6 +20,7 @@ class RuntimeView(Protocol):
     config: Config
     buckets: dict[str, Bucket]
     machines: dict[str, SagaMachine]
+    versions: dict[str, SagaVersions]
     publisher: Publisher | None
     nc: Client | None
 

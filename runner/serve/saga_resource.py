@@ -79,6 +79,7 @@ class SagaResource:
             validator=start_validator(config, self.saga),  # refused here (422), not dead-lettered after a 202
         )
         self.commands = Commands(self.saga, spec.commands, runtime.publisher)
+        self.versions = runtime.versions[self.saga.name]
         self.accept: Callable[[dict[str, Any], str], dict[str, Any]] | None = (
             resolve(config.root, spec.accept) if spec.accept else None
         )
@@ -201,7 +202,7 @@ class SagaResource:
         if self.commands.applied(record, event_id):
             headers["Idempotent-Replayed"] = "true"
             return ok({self.key_field: key, "command": name}, status=202, headers=headers)
-        allowed = self.commands.allowed(state)
+        allowed = self.commands.allowed(state, (await self.versions.machine_of(record)).spec)
         if name not in allowed:
             return error(
                 409,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from nats.aio.client import Client
@@ -23,12 +25,15 @@ from runner.engine.dispatch import ConsumerWorker, TimerWorker
 from runner.engine.routes import Route, handler_route, saga_route, start_rejected
 from runner.engine.saga import SagaMachine
 from runner.engine.validation import PayloadValidator
+from runner.engine.versions import SagaVersions
 from runner.handler import Context
+from runner.jetstream import saga_store
 from runner.jetstream.connection import connect, log_nats_error
 from runner.jetstream.kv import Bucket
-from runner.jetstream.provision import plan_and_apply, timer_consumer
+from runner.jetstream.provision import Plan, desired_consumers, plan_and_apply, timer_consumer
 from runner.jetstream.publish import JetStreamProbe, Publisher
 from runner.logs import event
+from runner.serve.config_diff import http_changed, service_changes
 
 log = logging.getLogger("flowrun.service")
 
@@ -37,12 +42,18 @@ class ProvisionError(Exception):
     pass
 
 
+class ReloadRefused(Exception):
+    """A valid configuration this process cannot switch to while running (it keeps the one it has)."""
+
+
 @dataclass
 class RuntimeOptions:
     provision: str = "create"  # create | verify | off
     allow_replica_decrease: bool = False  # else fewer replicas than the server has is drift, not applied
     http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
     restart_delay: float = 1.0
+    # dotted handler path → function run instead (`flowrun test` stubs: runner/testing/stubs.py)
+    handlers: dict[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +62,7 @@ class _Supervised:
     task: asyncio.Task[None] | None = None
     restarts: int = 0
     last_error: str | None = None
+    retired: bool = False  # replaced by a reload: its loop ends instead of being restarted
 
 
 @dataclass
@@ -64,6 +76,7 @@ class Runtime:
     publisher: Publisher | None = None
     buckets: dict[str, Bucket] = field(default_factory=dict)
     machines: dict[str, SagaMachine] = field(default_factory=dict)
+    versions: dict[str, SagaVersions] = field(default_factory=dict)  # each saga's machines by definition version
     supervised: list[_Supervised] = field(default_factory=list)
     http_runners: list[Any] = field(default_factory=list)
     http_urls: list[str] = field(default_factory=list)
@@ -107,8 +120,8 @@ class Runtime:
         for name, bucket in self.config.buckets.items():
             kv = await self.js.key_value(name)
             self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
-        for saga in self.config.sagas.values():
-            self.machines[saga.name] = SagaMachine(saga)
+        self._build_sagas()
+        await self._store_definitions()
         for name in self.services:
             self._build_workers(self.config.services[name])
         for sup in self.supervised:
@@ -121,6 +134,20 @@ class Runtime:
                 runner, url = await start_http(self, spec, self.options.http_port)
                 self.http_runners.append(runner)
                 self.http_urls.append(url)
+
+    def _build_sagas(self) -> None:
+        """The config's saga machines; a reload builds them anew (instances in flight keep their version)."""
+        self.machines = {saga.name: SagaMachine(saga) for saga in self.config.sagas.values()}
+        self.versions = {
+            name: SagaVersions(machine, partial(saga_store.load, self.js)) for name, machine in self.machines.items()
+        }
+
+    async def _store_definitions(self) -> None:
+        """The versions new instances record must stay readable after the next change of their saga."""
+        assert self.js is not None
+        own = [saga for saga in self.config.sagas.values() if saga.service in self.services]
+        if not await saga_store.store_all(self.js, own):
+            event(log, logging.WARNING, "saga definitions not stored: no bucket", bucket=saga_store.BUCKET)
 
     def _context(self, service: ServiceSpec) -> Context:
         return Context(
@@ -140,7 +167,7 @@ class Runtime:
             routes: dict[str, Route] = {}
             for binding in service.bindings:
                 if any(matches(f, binding.subject) for f in consumer.filter_subjects):
-                    fn = resolve(self.config.root, binding.handler)
+                    fn = self.options.handlers.get(binding.handler) or resolve(self.config.root, binding.handler)
                     routes[binding.subject] = Route(
                         handler_route(binding, fn, ctx, key),
                         binding.retry,
@@ -150,25 +177,25 @@ class Runtime:
             for saga in self.config.sagas_of(service.name):
                 if saga.consumer != consumer.durable:
                     continue
-                machine, bucket = self.machines[saga.name], self.buckets[saga.bucket]
-                run = saga_route(machine, bucket)
+                versions, bucket = self.versions[saga.name], self.buckets[saga.bucket]
+                run = saga_route(versions, bucket)
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
-                routes[saga.start_on] = replace(routes[saga.start_on], rejected=start_rejected(machine, bucket))
+                routes[saga.start_on] = replace(routes[saga.start_on], rejected=start_rejected(versions, bucket))
             worker = ConsumerWorker(self.publisher, service, consumer, routes, key)
             self.supervised.append(_Supervised(worker))
         for saga in self.config.sagas_of(service.name):
             if saga.timer_subject:
                 spec = timer_consumer(saga, service)
-                worker = TimerWorker(self.publisher, service, spec, self.machines[saga.name], self.buckets[saga.bucket])
+                worker = TimerWorker(self.publisher, service, spec, self.versions[saga.name], self.buckets[saga.bucket])
                 self.supervised.append(_Supervised(worker))
 
     async def _supervise(self, sup: _Supervised) -> None:
         """A consumer loop must never die silently: log, mark unhealthy, restart."""
-        while not self._stopping:
+        while not self._stopping and not sup.retired:
             try:
                 await sup.worker.run()
-                if self._stopping:
+                if self._stopping or sup.retired:
                     return
                 raise RuntimeError("consumer loop returned unexpectedly")
             except asyncio.CancelledError:
@@ -220,6 +247,114 @@ class Runtime:
             body["problems"] = problems
         body["consumers"] = consumers
         return not problems, body
+
+    async def reload(self, new: Config, code_changed: bool = False) -> list[str]:
+        """Switch to a reloaded, valid configuration without stopping; returns what changed, in words.
+
+        A consumer whose spec is unchanged keeps pulling and takes the new routes (handlers, retry policies,
+        settings) between messages. A changed one is re-bound: it stops pulling, finishes and acks what it is
+        handling and hands back what it had queued — before provisioning changes it on the server, so a new
+        filter subject never reaches a worker without its route — then a worker with the new spec takes over.
+        A consumer dropped from the YAML stops (provisioning never deletes it). If provisioning fails, the
+        stopped consumers start again as they were and the running configuration stays.
+        """
+        missing = [name for name in self.services if name not in new.services]
+        if missing:
+            raise ReloadRefused(f"service(s) {', '.join(missing)} no longer declared: restart to stop them")
+        wanted = {f"{c.service}/{c.durable}": c for c in desired_consumers(new) if c.service in self.services}
+        retiring = [sup for sup in self.supervised if wanted.get(sup.worker.name) != sup.worker.spec]
+        await self._retire(retiring)
+        try:
+            plan = await self._provision(new)
+        except BaseException:
+            again = self._desired_workers()
+            restarted = [again[sup.worker.name] for sup in retiring]
+            self.supervised = [sup for sup in self.supervised if sup not in retiring] + restarted
+            self._start(restarted)
+            raise
+        old, self.config = self.config, new
+        self._build_sagas()
+        await self._store_definitions()
+        changes = [str(c) for c in plan.pending] + service_changes(old, new, self.services)
+        if code_changed:
+            changes.append("handler code reloaded")
+        changes += self._replace_workers(retiring)
+        changes += await self._rebuild_http(old, code_changed)
+        return changes
+
+    async def _provision(self, new: Config) -> Plan:
+        """Make the server match the new YAML (or refuse, with --provision verify) and open new buckets."""
+        assert self.js is not None and self.publisher is not None
+        plan = await plan_and_apply(
+            self.js, new, self.options.provision, allow_replica_decrease=self.options.allow_replica_decrease
+        )
+        if self.options.provision == "verify" and plan.pending:
+            raise ReloadRefused("server does not match the new YAML: " + "; ".join(map(str, plan.pending)))
+        for change in plan.drift:
+            event(log, logging.WARNING, "provision drift", change=str(change))
+        for name, bucket in new.buckets.items():
+            if name not in self.buckets:
+                kv = await self.js.key_value(name)
+                self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
+        return plan
+
+    def _desired_workers(self) -> dict[str, _Supervised]:
+        """The consumers the current config wants, built (not started) by `_build_workers`, keyed by name."""
+        running, self.supervised = self.supervised, []
+        try:  # _build_workers appends to self.supervised: collect into an empty list, then put the running back
+            for name in self.services:
+                self._build_workers(self.config.services[name])
+            return {sup.worker.name: sup for sup in self.supervised}
+        finally:
+            self.supervised = running
+
+    def _replace_workers(self, retired: list[_Supervised]) -> list[str]:
+        """Unchanged consumers adopt the new routes; re-bound and new ones start with the new spec."""
+        desired = self._desired_workers()
+        kept = [sup for sup in self.supervised if sup not in retired]
+        for sup in kept:
+            sup.worker.adopt(desired.pop(sup.worker.name).worker)
+        names = {sup.worker.name for sup in retired}
+        changes = [f"consumer {name} {'re-bound' if name in desired else 'stopped'}" for name in sorted(names)]
+        changes += [f"consumer {name} started" for name in desired if name not in names]
+        self._start(list(desired.values()))
+        self.supervised = kept + list(desired.values())
+        return changes
+
+    def _start(self, workers: list[_Supervised]) -> None:
+        for sup in workers:
+            sup.task = asyncio.create_task(self._supervise(sup), name=f"consumer:{sup.worker.name}")
+
+    async def _retire(self, retiring: list[_Supervised]) -> None:
+        """Stop pulling, let in-flight batches finish and ack (bounded by the ack wait), as `stop` does."""
+        for sup in retiring:
+            sup.retired = True
+            await sup.worker.stop()
+        tasks = [sup.task for sup in retiring if sup.task]
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=max(sup.worker.spec.ack_wait for sup in retiring))
+            for task in still:
+                task.cancel()
+
+    async def _rebuild_http(self, old: Config, code_changed: bool) -> list[str]:
+        """Restart a service's HTTP site on the port it has when its resources (or what they call) changed."""
+        from runner.serve.http_api import start_http  # aiohttp only where a service serves HTTP
+
+        served = [name for name in self.services if old.services[name].http is not None]
+        changes = [
+            f"HTTP of {name} added or removed: restart to apply"
+            for name in self.services
+            if (old.services[name].http is None) != (self.config.services[name].http is None)
+        ]
+        for i, name in enumerate(served):
+            spec = self.config.services[name]
+            if spec.http is None or not http_changed(old, self.config, spec, code_changed):
+                continue
+            port = int(self.http_urls[i].rsplit(":", 1)[1])
+            await self.http_runners[i].cleanup()
+            self.http_runners[i], self.http_urls[i] = await start_http(self, spec, port)
+            changes.append(f"HTTP of {name} restarted on {self.http_urls[i]}")
+        return changes
 
     async def stop(self) -> None:
         """Stop fetching, finish in-flight work and its acks, then drain the connection."""

@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 STREAMS = {"ORDERS", "DLQ", "TIMERS", "TASKS", "AUDIT"}
-BUCKETS = {"INVENTORY", "RESERVATIONS", "PAYMENTS", "ORDER_SAGA"}
+BUCKETS = {"INVENTORY", "RESERVATIONS", "PAYMENTS", "ORDER_SAGA", "FLOWRUN_SAGAS"}  # the last: saga definitions
 ORDERS_CONSUMERS = {"order-service", "inventory-service", "payment-service"}
 TIMERS_NEVER_CONVERGES = (
     "bug: TIMERS sets allow_msg_schedules, for which nats-server forces allow_rollup_hdrs on; "
@@ -141,7 +141,7 @@ async def test_dry_run_on_an_empty_server_lists_creates_and_creates_nothing(js: 
     assert {f"stream {s}" for s in STREAMS} | {f"kv {b}" for b in BUCKETS} <= whats
     assert {f"consumer ORDERS/{c}" for c in ORDERS_CONSUMERS} | {"consumer TIMERS/order-service-timers"} <= whats
     assert {"seed INVENTORY/LAPTOP-001", "seed INVENTORY/MOUSE-001"} <= whats
-    assert len(plan.pending) == len(plan.changes) == 15
+    assert len(plan.pending) == len(plan.changes) == 17  # with the saga definitions bucket and the order saga
     assert await stream_names(js) == set()
     assert await bucket_names(js) == set()
 
@@ -207,7 +207,7 @@ async def test_drift_does_not_block_the_mutable_part(js: JetStreamContext, confi
 
 async def test_verify_reports_pending_changes_and_applies_none(js: JetStreamContext, config_copy: Path) -> None:
     plan = await plan_and_apply(js, shipped(), mode="verify")
-    assert len(plan.pending) == 15
+    assert len(plan.pending) == 16  # saga definitions are not checked: each service stores its own
     assert await stream_names(js) == set()
     assert await bucket_names(js) == set()
 
@@ -249,12 +249,12 @@ async def test_cli_dry_run_then_provision_then_verify(nats_server: EmbeddedServe
         line.startswith("create") and line.endswith("stream ORDERS: orders.>, payment.>, inventory.>")
         for line in dry.stdout.splitlines()
     )
-    assert "15 change(s) to apply, 0 drift(s) (dry run)" in dry.stdout
+    assert "17 change(s) to apply, 0 drift(s) (dry run)" in dry.stdout
     assert await stream_names(js) == set()
 
     applied = await cli("provision", "--nats", url, "--config", root)
     assert applied.exit_code == 0, applied.output
-    assert "applied 15 change(s); 0 drift(s)" in applied.stdout
+    assert "applied 17 change(s); 0 drift(s)" in applied.stdout
     assert await stream_names(js) == STREAMS
     assert await bucket_names(js) == BUCKETS
 

@@ -264,7 +264,7 @@ def test_overlapping_stream_subjects(config_copy: Path) -> None:
     problems = p.problems()
     problem = only(problems, "overlap")
     assert "'orders.*'" in problem.message and "ORDERS" in problem.message and "'orders.>'" in problem.message
-    assert_at(problem, p, "streams.yaml", p.line("streams.yaml", '"orders.*"'), "streams.TASKS.subjects")
+    assert_at(problem, p, "streams.yaml", p.line("streams.yaml", '"orders.*"'), "streams.TASKS.subjects[2]")
 
 
 def test_saga_goto_undeclared_state(config_copy: Path) -> None:

@@ -1,0 +1,1 @@
+"""This project's handlers: business logic only, no NATS (flows/ binds them to subjects)."""
