@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sync", default=None, metavar="always|DURATION", help="nats-server fsync policy (default: the server's, 2m)"
     )
+    p.add_argument(
+        "--no-metrics", action="store_true", help="flowrun processes without Prometheus metrics (FLOWRUN_METRICS=off)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 300 orders, 1 run, tiny HTTP, no scale")
     p.add_argument("--plot", action="store_true", help="also write bench/results/latest.png (needs matplotlib)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
@@ -251,6 +254,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.no_metrics:  # the service processes inherit it: compare a run with and without metrics
+        os.environ["FLOWRUN_METRICS"] = "off"
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,10 +1,13 @@
-"""Structured, quiet-by-default logging: one `key=value` line per event."""
+"""Structured, quiet-by-default logging: one line per event, `key=value` text or a JSON object."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
+
+FORMATS = ("text", "json")
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -18,15 +21,32 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors: time, level, logger, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in getattr(record, "fields", {}).items():
+            line.setdefault(key, value)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
 def _quote(value: Any) -> str:
     text = str(value)
     return f'"{text}"' if (" " in text or not text) else text
 
 
-def setup(verbose: int = 0) -> None:
+def setup(verbose: int = 0, log_format: str = "text") -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

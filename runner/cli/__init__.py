@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from runner.cli import config, dlq, permissions, run, saga, scaffold, streams, testing
+from runner.cli import config, dlq, graph, permissions, run, saga, scaffold, streams, testing
 
 main = click.Group(
     help="flowrun: declarative workflows and sagas on NATS JetStream.",
@@ -16,6 +16,7 @@ main = click.Group(
         *dlq.COMMANDS,
         *permissions.COMMANDS,
         *saga.COMMANDS,
+        *graph.COMMANDS,
         *testing.COMMANDS,
         *scaffold.COMMANDS,
     ],

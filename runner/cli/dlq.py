@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 
 from runner.cli.connection import ConnectionFlags, connection_options, run_on_nats
 from runner.cli.options import check_services, config_option, json_option, load_config
+from runner.cli.progress import progress_bar
 from runner.config.units import seconds
 from runner.engine import dlq
 
@@ -77,10 +78,33 @@ def dlq_ls(connection: ConnectionFlags, config_dir: Path, service: str | None, a
 @click.argument("entry_id", type=int)
 @connection_options
 @config_option
-def dlq_show(entry_id: int, connection: ConnectionFlags, config_dir: Path) -> None:
+@json_option
+def dlq_show(entry_id: int, connection: ConnectionFlags, config_dir: Path, as_json: bool) -> None:
     """Show one dead letter: headers, payload, why it failed."""
     entry = _on_dead_letters(connection, config_dir, None, lambda js, st, pre: dlq.find(js, st, pre, entry_id))
-    click.echo(json.dumps(entry.detail(), indent=2, default=str))
+    detail = entry.detail()
+    if as_json:
+        click.echo(json.dumps(detail, indent=2, default=str))
+        return
+    replayed = detail["replayed"]
+    facts = {
+        "Id": detail["id"],
+        "Time": detail["time"],
+        "Service": detail["service"],
+        "Consumer": detail["consumer"] or "-",
+        "Subject": detail["subject"],
+        "Attempts": detail["attempts"],
+        "Error": detail["error"],
+        "Correlation": detail["correlation_id"] or "-",
+        "Original": detail["original"],
+        "State": f"replayed ({json.dumps(replayed)})" if replayed else "dead",
+    }
+    click.echo("\n".join(f"{name:<12} {value}" for name, value in facts.items()))
+    click.echo("Headers")
+    click.echo("\n".join(f"  {name}: {value}" for name, value in detail["headers"].items()))
+    click.echo("Payload")
+    payload = detail["payload"]
+    click.echo(payload if isinstance(payload, str) else json.dumps(payload, indent=2, default=str))
 
 
 @dlq_group.command("replay")
@@ -96,9 +120,13 @@ def dlq_replay(
     entries are marked, not deleted."""
     if (entry_id is None) == (not replay_all):
         raise click.UsageError("give one entry ID or --all")
-    done = _on_dead_letters(
-        connection, config_dir, service, lambda js, st, pre: dlq.replay_selected(js, st, pre, entry_id, service)
-    )
+    with progress_bar("replaying") as progress:
+        done = _on_dead_letters(
+            connection,
+            config_dir,
+            service,
+            lambda js, st, pre: dlq.replay_selected(js, st, pre, entry_id, service, progress),
+        )
     for old, new in done:
         click.echo(f"replayed {old} → stream seq {new}")
     click.echo(f"{len(done)} replayed")
@@ -114,7 +142,10 @@ def dlq_purge(older_than: str, connection: ConnectionFlags, config_dir: Path) ->
         age = seconds(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from exc
-    removed = _on_dead_letters(connection, config_dir, None, lambda js, st, pre: dlq.purge_older_than(js, st, pre, age))
+    with progress_bar("purging") as progress:
+        removed = _on_dead_letters(
+            connection, config_dir, None, lambda js, st, pre: dlq.purge_older_than(js, st, pre, age, progress)
+        )
     click.echo(f"purged {removed} message(s) older than {older_than}")
 
 

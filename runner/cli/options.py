@@ -10,6 +10,7 @@ import click
 
 from runner.config import loader
 from runner.config.model import Config
+from runner.logs import FORMATS
 
 config_option = click.option(
     "--config",
@@ -27,6 +28,13 @@ replica_decrease_option = click.option(
     help="let provisioning lower replicas below what the server has (else reported as drift, not applied)",
 )
 json_option = click.option("--json", "as_json", is_flag=True)
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="log lines as key=value text or one JSON object each (for log collectors)",
+)
 
 
 def load_config(config_dir: Path) -> Config:

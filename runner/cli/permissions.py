@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runner.cli.options import config_option, load_config
+from runner.cli.options import config_option, json_option, load_config
 from runner.jetstream import permissions as permissions_mod
 from runner.jetstream import permissions_render
 
@@ -28,8 +28,15 @@ from runner.jetstream import permissions_render
     is_flag=True,
     help="server format: embed fresh random passwords, shown this once (default: $FLOWRUN_<USER>_PASSWORD)",
 )
-def permissions(config_dir: Path, service: str | None, fmt: str, mode: str, generate_passwords: bool) -> None:
-    """Least-privilege NATS users: each service may publish only what it emits, read only its own inbox."""
+@json_option
+def permissions(
+    config_dir: Path, service: str | None, fmt: str, mode: str, generate_passwords: bool, as_json: bool
+) -> None:
+    """Least-privilege NATS users: each service may publish only what it emits, read only its own inbox.
+
+    --json is --format json."""
+    if as_json:
+        fmt = "json"
     cfg = load_config(config_dir)
     try:
         click.echo(permissions_render.render(permissions_mod.users(cfg, service, mode), fmt, generate_passwords))

@@ -13,7 +13,14 @@ import click
 from runner import logs
 from runner.cli import loop
 from runner.cli.connection import ConnectionFlags, connection_options
-from runner.cli.options import check_services, config_option, load_config, replica_decrease_option, verbose_option
+from runner.cli.options import (
+    check_services,
+    config_option,
+    load_config,
+    log_format_option,
+    replica_decrease_option,
+    verbose_option,
+)
 from runner.config.connection import ConnectionSpec
 from runner.jetstream.cluster import EmbeddedCluster
 from runner.jetstream.embedded import EmbeddedServer, sync_interval
@@ -39,6 +46,15 @@ sync_option = click.option(
     help="fsync of the embedded JetStream store: before every ack, or every DURATION (nats-server default: 2m)",
 )
 provision_option = click.option("--provision", "mode", type=click.Choice(MODES), default="create", show_default=True)
+metrics_port_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="serve Prometheus /metrics on this port too (for services without HTTP; those with HTTP have it there)",
+)
+metrics_host_option = click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="address --metrics-port listens on"
+)
 watch_option = click.option(
     "--watch",
     is_flag=True,
@@ -79,7 +95,10 @@ def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | No
 @provision_option
 @replica_decrease_option
 @watch_option
+@metrics_port_option
+@metrics_host_option
 @verbose_option
+@log_format_option
 def up(
     connection: ConnectionFlags,
     config_dir: Path,
@@ -90,10 +109,13 @@ def up(
     mode: str,
     allow_replica_decrease: bool,
     watch: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     verbose: int,
+    log_format: str,
 ) -> None:
     """Run every service (and an embedded nats-server unless --nats, NATS_URL, a context or the YAML names one)."""
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)
     cfg = load_config(config_dir)
     server = guard = None
     if connection.external(cfg):
@@ -106,7 +128,13 @@ def up(
             raise click.ClickException(f"cannot start the embedded nats-server: {exc}") from exc
         guard = ServerGuard(server)
         spec = ConnectionSpec.from_url(server.url)
-    options = RuntimeOptions(provision=mode, http_port=http_port, allow_replica_decrease=allow_replica_decrease)
+    options = RuntimeOptions(
+        provision=mode,
+        http_port=http_port,
+        allow_replica_decrease=allow_replica_decrease,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     runtime = Runtime(cfg, list(cfg.services), spec, options)
 
     def banner() -> None:
@@ -119,7 +147,9 @@ def up(
             )
         for url, http in zip(runtime.http_urls, [s.http for s in cfg.services.values() if s.http], strict=True):
             resources = "  ".join(url + resource.path for resource in http.resources.values())
-            click.echo(f"  HTTP  {resources}   health {url}/healthz", err=True)
+            click.echo(f"  HTTP  {resources}   health {url}/healthz   metrics {url}/metrics", err=True)
+        if runtime.metrics_url:
+            click.echo(f"  metrics  {runtime.metrics_url}", err=True)
         click.echo("  Ctrl-C to stop", err=True)
 
     try:
@@ -137,7 +167,10 @@ def up(
 @provision_option
 @replica_decrease_option
 @watch_option
+@metrics_port_option
+@metrics_host_option
 @verbose_option
+@log_format_option
 def start(
     services: tuple[str, ...],
     connection: ConnectionFlags,
@@ -146,13 +179,22 @@ def start(
     mode: str,
     allow_replica_decrease: bool,
     watch: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     verbose: int,
+    log_format: str,
 ) -> None:
     """Run one service (start it N times to scale out: instances share its durable consumers)."""
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)
     cfg = load_config(config_dir)
     check_services(cfg, services)
-    options = RuntimeOptions(provision=mode, http_port=http_port, allow_replica_decrease=allow_replica_decrease)
+    options = RuntimeOptions(
+        provision=mode,
+        http_port=http_port,
+        allow_replica_decrease=allow_replica_decrease,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     spec = connection.spec(cfg)
     runtime = Runtime(cfg, list(services), spec, options)
 
@@ -160,6 +202,8 @@ def start(
         click.echo(f"flowrun: {', '.join(services)} running on {spec.describe()} (pid {os.getpid()})", err=True)
         for url in runtime.http_urls:
             click.echo(f"  HTTP  {url}", err=True)
+        if runtime.metrics_url:
+            click.echo(f"  metrics  {runtime.metrics_url}", err=True)
 
     _serve(runtime, banner, watch=watch)
 

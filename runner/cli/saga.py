@@ -11,13 +11,79 @@ from nats.aio.client import Client
 
 from runner.cli.connection import ConnectionFlags, connection_options, run_on_nats
 from runner.cli.options import config_option, json_option, load_config
+from runner.cli.saga_view import human_duration, render_instance
 from runner.config import saga_json
+from runner.config.model import Config, SagaSpec
+from runner.engine import instances
 from runner.engine.version_census import DEFAULT_LIMIT, UNVERSIONED, Census, VersionCount, census
 
 
 @click.group("saga")
 def saga_group() -> None:
-    """Saga definitions by version."""
+    """Saga instances (ls, show) and definitions by version."""
+
+
+def _sagas(cfg: Config, saga_name: str | None) -> list[SagaSpec]:
+    """The sagas a command looks at: `--saga`, or all of them."""
+    if saga_name is None:
+        return list(cfg.sagas.values())
+    if saga_name not in cfg.sagas:
+        raise click.BadParameter(f"unknown saga {saga_name!r}; declared: {', '.join(cfg.sagas)}", param_hint="--saga")
+    return [cfg.sagas[saga_name]]
+
+
+@saga_group.command("ls")
+@click.option("--saga", "saga_name", default=None, help="only this saga")
+@click.option("--state", default=None, help="only instances in this state")
+@click.option("--limit", default=instances.DEFAULT_LIMIT, show_default=True, type=click.IntRange(min=1))
+@connection_options
+@config_option
+@json_option
+def saga_ls(
+    saga_name: str | None, state: str | None, limit: int, connection: ConnectionFlags, config_dir: Path, as_json: bool
+) -> None:
+    """Instances, most recently changed first: id, state, when started, how long they took."""
+    cfg = load_config(config_dir)
+    sagas = _sagas(cfg, saga_name)
+    listing = run_on_nats(connection, cfg, lambda nc: instances.newest(nc, sagas, state, limit))
+    if as_json:
+        click.echo(json.dumps(asdict(listing), indent=2))
+        return
+    click.echo(f"{'SAGA':<12} {'ID':<38} {'STATE':<20} {'STARTED':<24} {'DURATION':>9} {'EVENTS':>6}  REASON")
+    for i in listing.instances:
+        click.echo(
+            f"{i['saga']:<12} {i['id']:<38} {i['state']:<20} {i['created']:<24} {human_duration(i['duration']):>9} "
+            f"{i['events']:>6}  {i['reason'] or ''}".rstrip()
+        )
+    for bucket in listing.missing:
+        click.echo(f"no bucket {bucket} (run `flowrun provision`)", err=True)
+    if not listing.complete:
+        click.echo(f"read the newest {instances.SCAN_LIMIT} instances per saga only", err=True)
+    click.echo(f"{len(listing.instances)} instance(s)")
+
+
+@saga_group.command("show")
+@click.argument("instance_id")
+@click.option("--saga", "saga_name", default=None, help="the instance's saga (needed only if several have the id)")
+@connection_options
+@config_option
+@json_option
+def saga_show(
+    instance_id: str, saga_name: str | None, connection: ConnectionFlags, config_dir: Path, as_json: bool
+) -> None:
+    """One instance: state, data, and its event timeline with the time between events."""
+    cfg = load_config(config_dir)
+    sagas = _sagas(cfg, saga_name)
+    found = run_on_nats(connection, cfg, lambda nc: instances.find(nc, sagas, instance_id))
+    if not found:
+        raise click.ClickException(f"no instance {instance_id!r} of {' or '.join(s.name for s in sagas)}")
+    if len(found) > 1:
+        raise click.UsageError(f"{instance_id!r} is an instance of {', '.join(f['saga'] for f in found)}: pick --saga")
+    instance = found[0]
+    if as_json:
+        click.echo(json.dumps(instance, indent=2))
+        return
+    click.echo(render_instance(instance))
 
 
 @saga_group.command("versions")

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from runner import logs
-from runner.cli.options import config_option, load_config, verbose_option
+from runner.cli.options import config_option, load_config, log_format_option, verbose_option
 from runner.testing import ScenarioResult, run_files
 from runner.testing.results import summary
 
@@ -28,12 +28,13 @@ def scenario_files(config_dir: Path, given: tuple[Path, ...]) -> list[Path]:
 @config_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @verbose_option
-def test(config_dir: Path, files: tuple[Path, ...], verbose: int) -> None:
+@log_format_option
+def test(config_dir: Path, files: tuple[Path, ...], verbose: int, log_format: str) -> None:
     """Run flow scenarios (default: tests/flows/*.yaml of --config) against an embedded nats-server.
 
     Each scenario gets fresh streams and buckets and every service of the config in this process.
     Exit 1 if any fails."""
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)
     if not verbose:  # the services' own warnings (a dead letter a scenario expects) would drown the report
         logging.getLogger("flowrun").setLevel(logging.ERROR)
     cfg = load_config(config_dir)

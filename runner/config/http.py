@@ -15,7 +15,7 @@ from runner.config.model import Config, HttpSpec, ResourceSpec
 from runner.config.suggest import did_you_mean
 from runner.config.units import seconds
 
-RESERVED_PATHS = ("/healthz", "/readyz")
+RESERVED_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs")
 SAGA_ONLY = ("accept", "body_schema", "commands")
 
 Problem = tuple[str, tuple[str, ...]]  # a message and where, below the service's `http:`
@@ -68,7 +68,7 @@ def http_problems(config: Config, http: HttpSpec, allow_modules: Iterable[str]) 
         problems += [(message, (*at, *where)) for message, where in _resource_problems(config, resource, allow_modules)]
         path = resource.path
         if path in RESERVED_PATHS:
-            problems.append((f"path {path} is the service's own (health and readiness)", (*at, "path")))
+            problems.append((f"path {path} is the service's own (health, readiness, API docs)", (*at, "path")))
         for other, other_path in seen.items():
             if path == other_path or path.startswith(other_path + "/") or other_path.startswith(path + "/"):
                 problems.append((f"path {path} clashes with resource {other!r}'s {other_path}", (*at, "path")))

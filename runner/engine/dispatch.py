@@ -26,6 +26,7 @@ from runner import codec
 from runner.config.model import ConsumerSpec, RetryPolicy, ServiceSpec
 from runner.config.subjects import is_identifier
 from runner.engine import deadletter, faults, headers
+from runner.engine.metrics import ConsumerMetrics, SagaMetrics
 from runner.engine.retry import EARLY, FATAL, OUTAGE, Failure, OutageClock, UncountedDeliveries, classify
 from runner.engine.routes import Route, event_id_of
 from runner.engine.saga import Publish
@@ -36,6 +37,11 @@ from runner.jetstream.pull import ACK, TERM, PullStream
 from runner.logs import event
 
 log = logging.getLogger("flowrun.dispatch")
+
+# What `_process` returns for a message it acks without running anything: told apart by identity, for metrics.
+SKIPPED_DUPLICATE: list[Publish] = []
+SKIPPED_EXPIRED: list[Publish] = []
+SCHEDULE_TARGET = "Nats-Schedule-Target"
 
 
 class ConsumerWorker:
@@ -63,6 +69,7 @@ class ConsumerWorker:
         self.expired = 0
         self.uncounted = UncountedDeliveries()
         self.outage = OutageClock(self.name)
+        self.metrics = ConsumerMetrics.of(service.name, spec.durable)
 
     @property
     def name(self) -> str:
@@ -106,9 +113,11 @@ class ConsumerWorker:
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msgs)) if self.spec.keepalive else None
+        self.metrics.received.inc(len(msgs))
+        self.metrics.in_flight.inc(len(msgs))
         try:
             results = await self._run_all(msgs)
-            pending: list[tuple[Msg, list[asyncio.Future[Any]]]] = []
+            pending: list[tuple[Msg, list[asyncio.Future[Any]], list[Publish]]] = []
             dead: list[tuple[Msg, Failure, asyncio.Future[Any] | None]] = []
             for msg, result in zip(msgs, results, strict=True):
                 if isinstance(result, BaseException):
@@ -119,9 +128,10 @@ class ConsumerWorker:
                 if faults.ARMED and result:
                     faults.reached("before-publish")
                 futures = [await self._publish(p, msg) for p in result]
-                pending.append((msg, futures))
+                pending.append((msg, futures, result))
             await self._settle_outputs(pending)
-            for msg, futures in pending:
+            acked = 0
+            for msg, futures, result in pending:
                 failed = next((f for f in futures if f.cancelled() or f.exception() is not None), None)
                 if failed is not None:
                     error = None if failed.cancelled() else failed.exception()
@@ -136,9 +146,17 @@ class ConsumerWorker:
                     faults.reached("before-ack")
                 await self._ack(msg)
                 self.processed += 1
+                if result is SKIPPED_DUPLICATE:
+                    self.metrics.outcome["skipped_duplicate"].inc()
+                elif result is SKIPPED_EXPIRED:
+                    self.metrics.outcome["skipped_expired"].inc()
+                else:
+                    acked += 1
+            self.metrics.acked.inc(acked)
             for msg, failure, future in dead:
                 await self._finish_dead_letter(msg, failure, future)
         finally:
+            self.metrics.in_flight.dec(len(msgs))
             if keepalive is not None:
                 keepalive.cancel()
 
@@ -152,13 +170,13 @@ class ConsumerWorker:
             age = time.time() - msg.metadata.timestamp.timestamp()
             if age < policy.out_of_order_for:
                 self.uncounted.add(msg)
+                self.metrics.outcome["held_back"].inc()
                 delay = min(policy.delay(msg.metadata.num_delivered), max(policy.out_of_order_for - age, 0.05))
                 event(
                     log,
                     logging.INFO,
                     "held back: arrived out of order",
-                    consumer=self.name,
-                    subject=msg.subject,
+                    **self._about(msg),
                     delay=f"{delay:.3f}s",
                     reason=str(failure),
                 )
@@ -174,6 +192,7 @@ class ConsumerWorker:
         """JetStream is unavailable: try again soon, without using up an attempt."""
         policy = self._policy(msg)
         count = self.uncounted.add(msg)
+        self.metrics.outcome["outage"].inc()
         lasted = self.outage.failed(failure, policy.outage_budget)
         delay = policy.max_delay if lasted > policy.outage_budget else min(0.25 * 2 ** (count - 1), 2.0)
         await msg.nak(delay=delay)
@@ -217,9 +236,9 @@ class ConsumerWorker:
         route = self.routes.get(msg.subject)
         return route.timeout if route else self.spec.handler_timeout
 
-    async def _settle_outputs(self, pending: list[tuple[Msg, list[asyncio.Future[Any]]]]) -> None:
+    async def _settle_outputs(self, pending: list[tuple[Msg, list[asyncio.Future[Any]], list[Publish]]]) -> None:
         """Wait (bounded by the ack wait) for every output's PubAck; the unanswered are cancelled."""
-        futures = [f for _, fs in pending for f in fs]
+        futures = [f for _, fs, _ in pending for f in fs]
         if not futures:
             return
         _, late = await asyncio.wait(futures, timeout=self.spec.ack_wait)
@@ -235,13 +254,32 @@ class ConsumerWorker:
                 if not msg.is_acked:
                     await msg.in_progress()
 
+    def _about(self, msg: Msg) -> dict[str, Any]:
+        """The fields of every log line about a message: where it came from and which instance it concerns."""
+        correlation = (msg.headers or {}).get(deadletter.H_CORRELATION)
+        if correlation is None:
+            try:
+                correlation = codec.loads(msg.data).get(self.key)
+            except Exception:  # the payload may be exactly what was wrong
+                pass
+        return {
+            "service": self.service.name,
+            "consumer": self.spec.durable,
+            "subject": msg.subject,
+            "seq": msg.metadata.sequence.stream,
+            "correlation_id": correlation,
+        }
+
     def _policy(self, msg: Msg) -> RetryPolicy:
         route = self.routes.get(msg.subject)
         return route.retry if route else self.service.retry
 
     async def _process(self, msg: Msg) -> list[Publish]:
-        if msg.headers and deadletter.replayed_for_another(msg.headers, self.spec.durable):
-            return []  # another consumer's dead letter, replayed to the shared subject: acked, no effect
+        if msg.headers:
+            if deadletter.replayed_for_another(msg.headers, self.spec.durable):
+                return SKIPPED_DUPLICATE  # another consumer's dead letter, replayed to the shared subject: no effect
+            if deadletter.H_REPLAYED in msg.headers:
+                self.metrics.replayed.inc()
         route = self.routes.get(msg.subject)
         if route is None:
             raise Failure(f"no handler bound to subject {msg.subject!r} on {self.name}", "NoHandler", FATAL)
@@ -252,11 +290,10 @@ class ConsumerWorker:
                 log,
                 logging.WARNING,
                 "ignored: stored after its producer gave up on it",
-                consumer=self.name,
-                subject=msg.subject,
+                **self._about(msg),
                 msg_id=hdrs.get("Nats-Msg-Id"),
             )
-            return []
+            return SKIPPED_EXPIRED
         try:
             data = codec.loads(msg.data)
         except codec.DecodeError as exc:
@@ -274,7 +311,11 @@ class ConsumerWorker:
                 where = "/".join(map(str, error.absolute_path)) or "payload"
                 raise Failure(f"schema violation at {where}: {error.message}", "ValidationError", FATAL)
         event_id = event_id_of(msg)
-        return await route.run(data, msg.subject, event_id)
+        started = time.perf_counter()
+        try:
+            return await route.run(data, msg.subject, event_id)
+        finally:
+            self.metrics.duration(msg.subject).observe(time.perf_counter() - started)
 
     async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
         headers = {"Nats-Msg-Id": p.msg_id, deadletter.H_CORRELATION: str(p.data.get(self.key, ""))}
@@ -283,19 +324,22 @@ class ConsumerWorker:
         trace = (cause.headers or {}).get("traceparent")
         if trace:
             headers["traceparent"] = trace
-        return await self.publisher.publish(p.subject, codec.dumps(p.data), headers)
+        future = await self.publisher.publish(p.subject, codec.dumps(p.data), headers)
+        # A schedule's subject names its instance: counted under the subject it fires on, to keep labels bounded.
+        label = p.headers.get(SCHEDULE_TARGET, p.subject) if p.headers else p.subject
+        future.add_done_callback(self.metrics.on_published(label))
+        return future
 
     async def _retry(self, msg: Msg, failure: Failure) -> None:
         attempt = msg.metadata.num_delivered
         delay = self._policy(msg).delay(attempt)
         self.retried += 1
+        self.metrics.outcome["retried"].inc()
         event(
             log,
             logging.WARNING,
             "retrying",
-            service=self.service.name,
-            consumer=self.spec.durable,
-            subject=msg.subject,
+            **self._about(msg),
             attempt=attempt,
             delay=f"{delay:.3f}s",
             error=failure.error_type,
@@ -322,7 +366,7 @@ class ConsumerWorker:
         try:
             return await self.publisher.publish(subject, msg.data, headers)
         except Exception as exc:
-            event(log, logging.ERROR, "dead-letter publish failed", subject=msg.subject, error=repr(exc))
+            event(log, logging.ERROR, "dead-letter publish failed", **self._about(msg), error=repr(exc))
             return None
 
     async def _apply_rejection(self, msg: Msg, failure: Failure) -> None:
@@ -349,7 +393,7 @@ class ConsumerWorker:
             await future
         except Exception as exc:
             # Never lost: leave it to come back and try dead-lettering again (not an attempt of its own).
-            event(log, logging.ERROR, "dead-letter not stored; message kept", subject=msg.subject, error=repr(exc))
+            event(log, logging.ERROR, "dead-letter not stored; message kept", **self._about(msg), error=repr(exc))
             self.uncounted.add(msg)
             await msg.nak(delay=1.0)
             return
@@ -357,18 +401,18 @@ class ConsumerWorker:
             await self._apply_rejection(msg, failure)
         except Exception as exc:
             # Stored, not yet applied: it comes back, its dead letter is deduplicated, and this is retried.
-            event(log, logging.ERROR, "dead letter not applied yet; message kept", subject=msg.subject, error=repr(exc))
+            event(log, logging.ERROR, "dead letter not applied yet; message kept", **self._about(msg), error=repr(exc))
             self.uncounted.add(msg)
             await msg.nak(delay=1.0)
             return
         self.dead_lettered += 1
+        self.metrics.outcome["dead_lettered"].inc()
+        self.metrics.dead_letters.inc()
         event(
             log,
             logging.WARNING,
             "dead-lettered",
-            service=self.service.name,
-            consumer=self.spec.durable,
-            subject=msg.subject,
+            **self._about(msg),
             attempts=msg.metadata.num_delivered,
             error=failure.error_type,
             reason=str(failure),
@@ -394,6 +438,7 @@ class TimerWorker(ConsumerWorker):
         super().__init__(publisher, service, spec, {}, versions.current.spec.key)
         self.versions = versions  # each instance's timeouts are its own version's
         self.bucket = bucket
+        self.saga_metrics = SagaMetrics.of(versions.current.spec.name, versions.current.spec.compensation_failed_state)
 
     def adopt(self, newer: ConsumerWorker) -> None:
         assert isinstance(newer, TimerWorker)
@@ -401,6 +446,7 @@ class TimerWorker(ConsumerWorker):
         self.versions, self.bucket = newer.versions, newer.bucket
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
+        self.metrics.received.inc(len(msgs))
         await asyncio.gather(*(self._fire(m) for m in msgs))
 
     async def _fire(self, msg: Msg) -> None:
@@ -416,19 +462,25 @@ class TimerWorker(ConsumerWorker):
             await msg.nak(delay=early)
             return
         try:
-            publishes = await self.versions.run(lambda: self.bucket.mutate(key, self._step))
+            publishes, before, after = await self.versions.run(lambda: self.bucket.mutate(key, self._step))
+            if before is not None and after is not None and before != after:
+                self.saga_metrics.timed_out(before)
+                self.saga_metrics.moved(before, after)
             futures = [await self._publish(p, msg) for p in publishes]
             async with asyncio.timeout(self.spec.ack_wait):
                 await asyncio.gather(*futures)
         except Exception as exc:
-            event(log, logging.WARNING, "timer retry", key=key, error=repr(exc))
+            event(log, logging.WARNING, "timer retry", **self._about(msg), error=repr(exc))
+            self.metrics.outcome["retried"].inc()
             await msg.nak(delay=1.0)
             return
         await self._ack(msg)
         self.processed += 1
+        self.metrics.acked.inc()
 
-    def _step(self, record: Any) -> tuple[Any, list[Publish]]:
+    def _step(self, record: Any) -> tuple[Any, tuple[list[Publish], str | None, str | None]]:
+        before = record["state"] if record else None
         decision = self.versions.machine_for(record).on_alarm(record)
         if decision is None:
-            return record, []
-        return decision.record, decision.publishes
+            return record, ([], before, before)
+        return decision.record, (decision.publishes, before, decision.record["state"])

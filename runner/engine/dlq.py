@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,11 @@ class Entry:
         }
 
 
-async def _messages(js: JetStreamContext, stream: str, prefix: str) -> list[Any]:
+async def _messages(js: JetStreamContext, stream: str, prefix: str, newest: int | None = None) -> list[Any]:
+    """The stream's messages under `prefix`, oldest first; only its last `newest` sequences when given."""
     info = await js.stream_info(stream)
     out = []
-    seq = info.state.first_seq
+    seq = info.state.first_seq if newest is None else max(info.state.first_seq, info.state.last_seq - newest + 1)
     while seq and seq <= info.state.last_seq:
         try:
             msg = await js.get_msg(stream, seq=seq, subject=f"{prefix}.>", next=True)
@@ -83,9 +85,12 @@ async def _messages(js: JetStreamContext, stream: str, prefix: str) -> list[Any]
     return out
 
 
-async def entries(js: JetStreamContext, stream: str, prefix: str, service: str | None = None) -> list[Entry]:
-    """All dead letters, oldest first, with their replay marks."""
-    raw = await _messages(js, stream, prefix)
+async def entries(
+    js: JetStreamContext, stream: str, prefix: str, service: str | None = None, newest: int | None = None
+) -> list[Entry]:
+    """All dead letters, oldest first, with their replay marks; with `newest`, those among the stream's last
+    `newest` messages (a bounded read, for the dashboard)."""
+    raw = await _messages(js, stream, prefix, newest)
     marks: dict[int, dict[str, Any]] = {}
     found: list[Entry] = []
     for msg in raw:
@@ -135,15 +140,25 @@ async def find(js: JetStreamContext, stream: str, prefix: str, entry_id: int, se
 
 
 async def replay_selected(
-    js: JetStreamContext, stream: str, prefix: str, entry_id: int | None, service: str | None = None
+    js: JetStreamContext,
+    stream: str,
+    prefix: str,
+    entry_id: int | None,
+    service: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[int, int]]:
     """Replay entry `entry_id` (again, if asked twice), or without an id every entry not yet replayed.
-    Returns (entry id, new stream seq) for each."""
+    Returns (entry id, new stream seq) for each; `progress(done, total)` is told after each."""
     if entry_id is not None:
         chosen = [await find(js, stream, prefix, entry_id, service)]
     else:
         chosen = [e for e in await entries(js, stream, prefix, service) if not e.replayed]
-    return [(e.id, await replay(js, stream, prefix, e)) for e in chosen]
+    done = []
+    for e in chosen:
+        done.append((e.id, await replay(js, stream, prefix, e)))
+        if progress is not None:
+            progress(len(done), len(chosen))
+    return done
 
 
 async def replay(js: JetStreamContext, stream: str, prefix: str, entry: Entry) -> int:
@@ -161,11 +176,20 @@ async def replay(js: JetStreamContext, stream: str, prefix: str, entry: Entry) -
     return ack.seq
 
 
-async def purge_older_than(js: JetStreamContext, stream: str, prefix: str, seconds: float) -> int:
-    """Remove entries (and their marks) older than `seconds`. Returns how many messages went."""
+async def purge_older_than(
+    js: JetStreamContext,
+    stream: str,
+    prefix: str,
+    seconds: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Remove entries (and their marks) older than `seconds`. Returns how many messages went;
+    `progress(done, total)` is told after each."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
     raw = await _messages(js, stream, prefix)
     old = [m for m in raw if m.time < cutoff]
-    for msg in old:
+    for done, msg in enumerate(old, 1):
         await js.delete_msg(stream, msg.seq)
+        if progress is not None:
+            progress(done, len(old))
     return len(old)

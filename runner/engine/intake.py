@@ -36,6 +36,7 @@ from runner import codec
 from runner.config.model import Config, SagaSpec
 from runner.engine import headers
 from runner.engine.deadletter import H_CORRELATION
+from runner.engine.metrics import SagaMetrics
 from runner.engine.saga import Publish, SagaMachine
 from runner.engine.validation import PayloadValidator
 from runner.jetstream.kv import Bucket, Conflict
@@ -100,6 +101,7 @@ class Intake:
         self.validator = validator  # see start_validator
         self.grace = min(3.0, deadline / 2)  # after the fence: time to learn whether a late ack made it
         self._cleanups: set[asyncio.Task[None]] = set()
+        self.metrics = SagaMetrics.of(machine.spec.name, machine.spec.compensation_failed_state)
 
     async def start(self, key: str, data: dict[str, Any], digest: str | None = None) -> Started:
         """Store the instance and its start event, or raise NotAccepted / StartRejected (nothing will happen)."""
@@ -138,6 +140,7 @@ class Intake:
                     if existing is not None:
                         return await self._existing(key, existing, data, digest)
                     created = True
+                    self.metrics.moved(None, record["state"])
                 if not armed:
                     await self._arm(key, record)
                     armed = True
@@ -231,6 +234,8 @@ class Intake:
                 ours = record is not None and record.get("startEvent") == event_id and len(record["history"]) == 1
                 if ours or (record is None and revision == 0):
                     await self.bucket.delete(key, revision)
+                    if ours:
+                        self.metrics.removed(record["state"])
                 return
             except Conflict:
                 continue  # it changed meanwhile: look again

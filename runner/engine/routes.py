@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 
 from runner.config.model import Binding, RetryPolicy
 from runner.config.subjects import is_identifier
+from runner.engine.metrics import SagaMetrics
 from runner.engine.saga import Publish
 from runner.engine.validation import PayloadValidator
 from runner.engine.versions import SagaVersions
@@ -58,17 +59,24 @@ def saga_route(versions: SagaVersions, bucket: Bucket) -> Run:
     """Each event is applied by the machine of its instance's version (runner/engine/versions.py)."""
     key_field = versions.current.spec.key
     start = versions.current.spec.start_on
+    metrics = SagaMetrics.of(versions.current.spec.name, versions.current.spec.compensation_failed_state)
 
     async def run(data: dict[str, Any], subject: str, event_id: str) -> list[Publish]:
-        def step(record: Any) -> tuple[Any, tuple[list[Publish], bool]]:
+        def step(record: Any) -> tuple[Any, tuple[list[Publish], bool, str | None, str | None]]:
             machine = versions.machine_for(record)
+            before = record["state"] if record else None
             decision = machine.apply(record, subject, data, event_id)
+            after = decision.record["state"] if decision.changed else before
             done = decision.record["state"] in machine.terminal
-            return (decision.record if decision.changed else record), (decision.publishes, done)
+            return (decision.record if decision.changed else record), (decision.publishes, done, before, after)
 
         key = data[key_field]
         # A start event almost always creates its instance: skip the read.
-        publishes, done = await versions.run(lambda: bucket.mutate(key, step, assume_absent=subject == start))
+        publishes, done, before, after = await versions.run(
+            lambda: bucket.mutate(key, step, assume_absent=subject == start)
+        )
+        if after is not None:
+            metrics.moved(before, after)
         if done:  # a finished instance is rarely touched again: keep the cache for live ones
             bucket.forget(key)
         return publishes
@@ -79,17 +87,24 @@ def saga_route(versions: SagaVersions, bucket: Bucket) -> Run:
 def start_rejected(versions: SagaVersions, bucket: Bucket) -> Rejected:
     """A saga's start event was dead-lettered: the instance the API created for it ends `failed`."""
     key_field = versions.current.spec.key
+    metrics = SagaMetrics.of(versions.current.spec.name, versions.current.spec.compensation_failed_state)
 
     async def reject(data: dict[str, Any], event_id: str, why: str) -> list[Publish]:
         key = data.get(key_field)
         if not is_identifier(key):
             return []  # no instance can be named by it
 
-        def step(record: Any) -> tuple[Any, list[Publish]]:
+        def step(record: Any) -> tuple[Any, tuple[list[Publish], str | None, str | None]]:
+            before = record["state"] if record else None
             decision = versions.machine_for(record).on_start_rejected(record, event_id, why)
-            return (record, []) if decision is None else (decision.record, decision.publishes)
+            if decision is None:
+                return record, ([], before, before)
+            return decision.record, (decision.publishes, before, decision.record["state"])
 
-        return await versions.run(lambda: bucket.mutate(key, step))
+        publishes, before, after = await versions.run(lambda: bucket.mutate(key, step))
+        if after is not None:
+            metrics.moved(before, after)
+        return publishes
 
     return reject
 

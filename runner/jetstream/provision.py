@@ -9,7 +9,9 @@ is drift too unless explicitly allowed: a missing FLOWRUN_REPLICAS must not quie
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from nats.js import JetStreamContext, api
@@ -165,21 +167,25 @@ async def plan_and_apply(
     mode: str = "create",
     dry_run: bool = False,
     allow_replica_decrease: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Plan:
-    """Compare and (unless dry_run or verify) apply. Mode `off` does nothing."""
+    """Compare and (unless dry_run or verify) apply. Mode `off` does nothing. `progress(done, total)` is told
+    after each object (stream, bucket, consumer, seeded bucket, the saga definitions)."""
     plan = Plan()
     if mode == "off":
         return plan
     apply = mode == "create" and not dry_run
-    for stream in config.streams.values():
-        await _stream(js, stream, plan, apply, allow_replica_decrease)
-    for bucket in config.buckets.values():
-        await _bucket(js, bucket, plan, apply, allow_replica_decrease)
-    for spec in desired_consumers(config):
-        await _consumer(js, spec, plan, apply)
-    for bucket_name, entries in config.data.items():
-        await _seed(js, bucket_name, entries, plan, apply)
-    await _saga_definitions(js, config, plan, apply, allow_replica_decrease, listed=mode != "verify")
+    work: list[Callable[[], Awaitable[None]]] = [
+        *(partial(_stream, js, s, plan, apply, allow_replica_decrease) for s in config.streams.values()),
+        *(partial(_bucket, js, b, plan, apply, allow_replica_decrease) for b in config.buckets.values()),
+        *(partial(_consumer, js, c, plan, apply) for c in desired_consumers(config)),
+        *(partial(_seed, js, name, entries, plan, apply) for name, entries in config.data.items()),
+        partial(_saga_definitions, js, config, plan, apply, allow_replica_decrease, listed=mode != "verify"),
+    ]
+    for done, step in enumerate(work, 1):
+        await step()
+        if progress is not None:
+            progress(done, len(work))
     return plan
 
 

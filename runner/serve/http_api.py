@@ -15,6 +15,8 @@ from aiohttp import web
 
 from runner.config.model import ServiceSpec
 from runner.logs import event
+from runner.serve import metrics_http, openapi
+from runner.serve.dashboard import dashboard_app
 from runner.serve.http_guard import (
     BODY_TIMEOUT,
     BROKER_UNAVAILABLE,
@@ -58,7 +60,10 @@ def json_errors(write_deadline: float) -> Any:
         except web.HTTPException as exc:
             if exc.status == 413:
                 return too_large()
-            return error(exc.status, exc.reason)
+            answer = error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # a 405 says which methods the resource takes (RFC 9110)
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
         except CLIENT_ERRORS as exc:  # aiohttp logs it once more, through PROTOCOL_LOG: no line of ours
             return error(400, unreadable_body_message(exc))
         except BROKER_UNAVAILABLE as exc:
@@ -74,7 +79,8 @@ def json_errors(write_deadline: float) -> Any:
 def build_app(runtime: RuntimeView, service: ServiceSpec) -> web.Application:
     http = service.http
     assert http is not None
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors(http.deadline)])
+    middlewares = [*metrics_http.middlewares(), json_errors(http.deadline)]
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app.on_response_prepare.append(add_security_headers)
     sagas = [SagaResource(runtime, spec, http.deadline) for spec in http.saga_resources()]
     views = [KvView(runtime, spec) for spec in http.view_resources()]
@@ -95,6 +101,9 @@ def build_app(runtime: RuntimeView, service: ServiceSpec) -> web.Application:
     for resource in [*sagas, *views]:
         app.add_routes(resource.routes())
     app.add_routes([web.get("/healthz", health), web.get("/readyz", ready)])
+    metrics_http.add_route(app)
+    app.add_routes(openapi.routes(runtime.config, service))
+    app.add_subapp("/ui/", dashboard_app(runtime))
     return app
 
 

@@ -72,7 +72,11 @@ def unreadable_body_message(exc: BaseException) -> str:
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """A response keeps a Content-Security-Policy it set itself (the /docs page allows its inline style)."""
+    own_policy = response.headers.get("Content-Security-Policy")
     response.headers.update(SECURITY_HEADERS)
+    if own_policy is not None:
+        response.headers["Content-Security-Policy"] = own_policy
 
 
 class QuietClientErrors(logging.Filter):

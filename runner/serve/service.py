@@ -34,6 +34,7 @@ from runner.jetstream.provision import Plan, desired_consumers, plan_and_apply, 
 from runner.jetstream.publish import JetStreamProbe, Publisher
 from runner.logs import event
 from runner.serve.config_diff import http_changed, service_changes
+from runner.serve.consumer_stats import ConsumerStatsPoller
 
 log = logging.getLogger("flowrun.service")
 
@@ -51,6 +52,8 @@ class RuntimeOptions:
     provision: str = "create"  # create | verify | off
     allow_replica_decrease: bool = False  # else fewer replicas than the server has is drift, not applied
     http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
+    metrics_port: int | None = None  # `/metrics` on its own port (for services without HTTP); 0 picks a free one
+    metrics_host: str = "127.0.0.1"
     restart_delay: float = 1.0
     # dotted handler path → function run instead (`flowrun test` stubs: runner/testing/stubs.py)
     handlers: dict[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
@@ -81,6 +84,9 @@ class Runtime:
     http_runners: list[Any] = field(default_factory=list)
     http_urls: list[str] = field(default_factory=list)
     jetstream_probe: JetStreamProbe | None = None
+    consumer_stats: ConsumerStatsPoller | None = None
+    metrics_runner: Any = None  # `/metrics` on its own port (an aiohttp AppRunner)
+    metrics_url: str | None = None
     _stopping: bool = False
 
     def __post_init__(self) -> None:
@@ -126,6 +132,7 @@ class Runtime:
             self._build_workers(self.config.services[name])
         for sup in self.supervised:
             sup.task = asyncio.create_task(self._supervise(sup), name=f"consumer:{sup.worker.name}")
+        await self._start_metrics()
         for name in self.services:
             spec = self.config.services[name]
             if spec.http is not None:
@@ -134,6 +141,18 @@ class Runtime:
                 runner, url = await start_http(self, spec, self.options.http_port)
                 self.http_runners.append(runner)
                 self.http_urls.append(url)
+
+    async def _start_metrics(self) -> None:
+        """Poll the consumers' info for the metrics; serve `/metrics` on its own port when asked to."""
+        assert self.js is not None
+        self.consumer_stats = ConsumerStatsPoller(
+            self.js, lambda: [(sup.worker.spec.stream, sup.worker.spec.durable) for sup in self.supervised]
+        ).start()
+        if self.options.metrics_port is not None:
+            from runner.serve.metrics_http import start_metrics_server  # aiohttp only where something serves HTTP
+
+            host, port = self.options.metrics_host, self.options.metrics_port
+            self.metrics_runner, self.metrics_url = await start_metrics_server(host, port)
 
     def _build_sagas(self) -> None:
         """The config's saga machines; a reload builds them anew (instances in flight keep their version)."""
@@ -359,7 +378,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop fetching, finish in-flight work and its acks, then drain the connection."""
         self._stopping = True
-        for runner in self.http_runners:
+        for runner in [*self.http_runners, *([self.metrics_runner] if self.metrics_runner else [])]:
             await runner.cleanup()
         for sup in self.supervised:
             await sup.worker.stop()
@@ -383,6 +402,8 @@ class Runtime:
             )
         if self.jetstream_probe is not None:
             self.jetstream_probe.stop()
+        if self.consumer_stats is not None:
+            self.consumer_stats.stop()
         if self.publisher is not None:
             await self.publisher.close()
         if self.nc is not None and not self.nc.is_closed:

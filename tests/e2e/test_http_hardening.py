@@ -301,3 +301,10 @@ async def test_colons_inside_strings_are_not_mistaken_for_keys(system: System) -
     body["note"] = "deliver at 10:30, gate: B"
     status, reply, _ = await post(system, codec.dumps(body), JSON)
     assert status == 422 and codec.loads(reply)["field"] == "note", reply  # the unknown field, not a duplicate
+
+
+async def test_a_wrong_method_is_a_json_405_that_says_which_methods_work(system: System) -> None:
+    async with system.http.request("PUT", f"{system.base}/api/orders") as resp:
+        assert resp.status == 405
+        assert set(resp.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+        assert (await resp.json())["error"]

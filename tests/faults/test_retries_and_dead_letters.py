@@ -76,7 +76,9 @@ async def test_retry_schedule_then_dead_letter_while_others_flow(nats_server, js
     assert entry["attempts"] == 4
     assert entry["correlation_id"] == failing["orderId"]
     assert "RetryableError: payment gateway unavailable" in entry["error"]
-    shown = json.loads(flowrun(chaos_config, "dlq", "show", str(entry["id"]), "--nats", url).stdout)
+    shown = json.loads(flowrun(chaos_config, "dlq", "show", str(entry["id"]), "--json", "--nats", url).stdout)
+    text = flowrun(chaos_config, "dlq", "show", str(entry["id"]), "--nats", url).stdout
+    assert "Subject      orders.payment.requested" in text and "Attempts     4" in text
     assert shown["payload"]["orderId"] == failing["orderId"]
     assert shown["headers"]["Flowrun-Original-Subject"] == "orders.payment.requested"
     await asyncio.sleep(0.5)

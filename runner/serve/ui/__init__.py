@@ -1,0 +1,1 @@
+"""The dashboard's static page, script and style, shipped as package data (no CDN: it works offline)."""
