@@ -128,8 +128,7 @@ class Runtime:
             self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
         self._build_sagas()
         await self._store_definitions()
-        for name in self.services:
-            self._build_workers(self.config.services[name])
+        self.supervised = list(self._desired_workers().values())
         for sup in self.supervised:
             sup.task = asyncio.create_task(self._supervise(sup), name=f"consumer:{sup.worker.name}")
         await self._start_metrics()
@@ -177,8 +176,10 @@ class Runtime:
         schema = self.config.messages.get(subject)
         return PayloadValidator(schema) if schema else None
 
-    def _build_workers(self, service: ServiceSpec) -> None:
+    def _build_workers(self, service: ServiceSpec) -> list[_Supervised]:
+        """The service's consumers (and saga timers) as the current config wants them, not started."""
         assert self.js is not None
+        built: list[_Supervised] = []
         ctx = self._context(service)
         for consumer in service.consumers.values():
             key = consumer.key  # resolved by the loader: what it consumes says which field correlates
@@ -201,13 +202,13 @@ class Runtime:
                 for subject in saga.subjects():
                     routes[subject] = Route(run, service.retry, consumer.handler_timeout, self._schema(subject))
                 routes[saga.start_on] = replace(routes[saga.start_on], rejected=start_rejected(versions, bucket))
-            worker = ConsumerWorker(self.publisher, service, consumer, routes, key)
-            self.supervised.append(_Supervised(worker))
+            built.append(_Supervised(ConsumerWorker(self.publisher, service, consumer, routes, key)))
         for saga in self.config.sagas_of(service.name):
             if saga.timer_subject:
                 spec = timer_consumer(saga, service)
                 worker = TimerWorker(self.publisher, service, spec, self.versions[saga.name], self.buckets[saga.bucket])
-                self.supervised.append(_Supervised(worker))
+                built.append(_Supervised(worker))
+        return built
 
     async def _supervise(self, sup: _Supervised) -> None:
         """A consumer loop must never die silently: log, mark unhealthy, restart."""
@@ -318,14 +319,10 @@ class Runtime:
         return plan
 
     def _desired_workers(self) -> dict[str, _Supervised]:
-        """The consumers the current config wants, built (not started) by `_build_workers`, keyed by name."""
-        running, self.supervised = self.supervised, []
-        try:  # _build_workers appends to self.supervised: collect into an empty list, then put the running back
-            for name in self.services:
-                self._build_workers(self.config.services[name])
-            return {sup.worker.name: sup for sup in self.supervised}
-        finally:
-            self.supervised = running
+        """The consumers the current config wants, built (not started), keyed by name."""
+        return {
+            sup.worker.name: sup for name in self.services for sup in self._build_workers(self.config.services[name])
+        }
 
     def _replace_workers(self, retired: list[_Supervised]) -> list[str]:
         """Unchanged consumers adopt the new routes; re-bound and new ones start with the new spec."""

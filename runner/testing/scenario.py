@@ -1,25 +1,25 @@
 """The flow-test file format: scenarios in YAML, checked (file:line:col) before anything runs.
 
 ```yaml
-scenarios:
-  - name: a declined payment releases the stock
-    kv: {INVENTORY: {LAPTOP-001: {available: 10, reserved: 0}}}   # set before it runs, over the flows' data:
+scenarios:                                  # (the travel example's trip saga: examples/travel/)
+  - name: a declined charge gives the room and the seats back
+    kv: {HOTELS: {H-OSLO: {available: 5, price: "120.00", held: {}, released: []}}}   # set before it runs
     stubs:                                  # a handler (its dotted path in flows/) answers this instead
-      handlers.payment.charge: {outcome: failed, payload: {reason: card declined}}
+      travel.billing.charge: {outcome: declined, payload: {reason: card declined}}
       # {silent: true}: never answers · {fail: "why"}: raises FatalError (dead-lettered at once)
     timeout: 10s                            # how long each step may take to become idle (the default)
     steps:                                  # in order; after each, the run waits until every consumer is idle
-      - request: {method: POST, path: /api/orders, body: {...}, headers: {...}}
-        expect: {status: 202, body: {json_contains: {status: pending}}}
-      - publish: {subject: orders.cancel.requested, payload: {orderId: X}, headers: {...}}
+      - request: {method: POST, path: /api/bookings, body: {...}, headers: {...}}
+        expect: {status: 202, body: {json_contains: {status: reserving_hotel}}}
+      - publish: {subject: bookings.cancel.requested, payload: {bookingId: X}, headers: {...}}
       - advance: 31s                        # the test clock (runner/testing/clock.py)
-      - check: {sagas: {order: {state: cancelled}}}   # expectations on the way, as under expect:
+      - check: {sagas: {trip: {state: cancelled}}}    # expectations on the way, as under expect:
     expect:
-      sagas: {order: {state: cancelled, reason_contains: declined}}   # or reason: (exact; null: none);
+      sagas: {trip: {state: cancelled, reason_contains: declined}}   # or reason: (exact; null: none);
       #                                                     key: picks one of several instances
-      emitted: [orders.created, orders.inventory.reserved, ...]      # every event stream's subjects, in order
-      kv: {INVENTORY: {LAPTOP-001: {json_contains: {available: 10}}}}
-      dead_letters: [{subject: orders.payment.requested, error_contains: schema}]   # exactly these, in order
+      emitted: [bookings.requested, bookings.hotel.reserve, ...]     # every event stream's subjects, in order
+      kv: {HOTELS: {H-OSLO: {json_contains: {available: 5}}}}
+      dead_letters: [{subject: bookings.hotel.reserve, error_contains: schema}]   # exactly these, in order
 ```
 """
 
