@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,6 +64,35 @@ watch_option = click.option(
 )
 
 
+def running_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `up` and `start` share, after their own: provisioning, reload, metrics, logging."""
+    for option in reversed(
+        (
+            provision_option,
+            replica_decrease_option,
+            watch_option,
+            metrics_port_option,
+            metrics_host_option,
+            verbose_option,
+            log_format_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _options(
+    mode: str, http_port: int | None, allow_replica_decrease: bool, metrics_port: int | None, metrics_host: str
+) -> RuntimeOptions:
+    return RuntimeOptions(
+        provision=mode,
+        http_port=http_port,
+        allow_replica_decrease=allow_replica_decrease,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
+
+
 def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | None = None, watch: bool = False) -> None:
     def stopping() -> None:
         click.echo("shutting down: finishing in-flight messages …", err=True)
@@ -92,13 +122,7 @@ def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | No
     help="JetStream store of the embedded nats-server (its config, pid file and log are written there too)",
 )
 @sync_option
-@provision_option
-@replica_decrease_option
-@watch_option
-@metrics_port_option
-@metrics_host_option
-@verbose_option
-@log_format_option
+@running_options
 def up(
     connection: ConnectionFlags,
     config_dir: Path,
@@ -128,13 +152,7 @@ def up(
             raise click.ClickException(f"cannot start the embedded nats-server: {exc}") from exc
         guard = ServerGuard(server)
         spec = ConnectionSpec.from_url(server.url)
-    options = RuntimeOptions(
-        provision=mode,
-        http_port=http_port,
-        allow_replica_decrease=allow_replica_decrease,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-    )
+    options = _options(mode, http_port, allow_replica_decrease, metrics_port, metrics_host)
     runtime = Runtime(cfg, list(cfg.services), spec, options)
 
     def banner() -> None:
@@ -164,13 +182,7 @@ def up(
 @connection_options
 @config_option
 @click.option("--http-port", type=int, default=None, help="HTTP port for a service with an API")
-@provision_option
-@replica_decrease_option
-@watch_option
-@metrics_port_option
-@metrics_host_option
-@verbose_option
-@log_format_option
+@running_options
 def start(
     services: tuple[str, ...],
     connection: ConnectionFlags,
@@ -188,13 +200,7 @@ def start(
     logs.setup(verbose, log_format)
     cfg = load_config(config_dir)
     check_services(cfg, services)
-    options = RuntimeOptions(
-        provision=mode,
-        http_port=http_port,
-        allow_replica_decrease=allow_replica_decrease,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-    )
+    options = _options(mode, http_port, allow_replica_decrease, metrics_port, metrics_host)
     spec = connection.spec(cfg)
     runtime = Runtime(cfg, list(services), spec, options)
 

@@ -172,6 +172,20 @@ class SagaMetrics:
             self.timeouts[state] = self.timeouts.get(state, 0) + 1
 
 
+# One value per consumer: (family, name, help, ConsumerMetrics attribute).
+PER_CONSUMER = (
+    (CounterMetricFamily, "flowrun_messages_received", "Messages delivered to a consumer", "received"),
+    (GaugeMetricFamily, "flowrun_messages_in_flight", "Messages being handled now", "in_flight"),
+    (CounterMetricFamily, "flowrun_dead_letters_written", "Dead letters stored", "dead_letters"),
+    (
+        CounterMetricFamily,
+        "flowrun_dead_letters_replayed",
+        "Replayed dead letters delivered to their consumer",
+        "replayed",
+    ),
+)
+
+
 class _Collector(Collector):
     """Turns the counts into Prometheus families at scrape time."""
 
@@ -186,40 +200,15 @@ class _Collector(Collector):
                 metric.add_metric(values, value)
             return metric
 
-        yield family(
-            CounterMetricFamily,
-            "flowrun_messages_received",
-            "Messages delivered to a consumer",
-            by_consumer,
-            (([c.service, c.consumer], c.received.value) for c in consumers),
-        )
+        for kind, name, doc, attr in PER_CONSUMER:
+            rows = (([c.service, c.consumer], getattr(c, attr).value) for c in consumers)
+            yield family(kind, name, doc, by_consumer, rows)
         yield family(
             CounterMetricFamily,
             "flowrun_messages_processed",
             "Messages settled, by outcome",
             [*by_consumer, "outcome"],
             (([c.service, c.consumer, name], n.value) for c in consumers for name, n in c.outcome.items()),
-        )
-        yield family(
-            GaugeMetricFamily,
-            "flowrun_messages_in_flight",
-            "Messages being handled now",
-            by_consumer,
-            (([c.service, c.consumer], c.in_flight.value) for c in consumers),
-        )
-        yield family(
-            CounterMetricFamily,
-            "flowrun_dead_letters_written",
-            "Dead letters stored",
-            by_consumer,
-            (([c.service, c.consumer], c.dead_letters.value) for c in consumers),
-        )
-        yield family(
-            CounterMetricFamily,
-            "flowrun_dead_letters_replayed",
-            "Replayed dead letters delivered to their consumer",
-            by_consumer,
-            (([c.service, c.consumer], c.replayed.value) for c in consumers),
         )
         yield family(
             CounterMetricFamily,

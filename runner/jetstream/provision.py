@@ -192,29 +192,41 @@ async def plan_and_apply(
 async def _stream(
     js: JetStreamContext, spec: StreamSpec, plan: Plan, apply: bool, allow_replica_decrease: bool
 ) -> None:
-    what = f"stream {spec.name}"
-    try:
-        info = await js.stream_info(spec.name)
-    except NotFoundError:
-        plan.changes.append(Change("create", what, ", ".join(spec.subjects)))
-        if apply:
-            await js.add_stream(spec.to_nats())
-        return
-    updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
-    if updates and apply:
-        await js.update_stream(drift.applied(info.config, updates))
+    async def create() -> None:
+        await js.add_stream(spec.to_nats())
+
+    summary = ", ".join(spec.subjects)
+    await _ensure(js, f"stream {spec.name}", spec.name, summary, create, spec, plan, apply, allow_replica_decrease)
 
 
 async def _bucket(
     js: JetStreamContext, spec: BucketSpec, plan: Plan, apply: bool, allow_replica_decrease: bool
 ) -> None:
-    what = f"kv {spec.name}"
+    async def create() -> None:
+        await js.create_key_value(spec.to_nats())
+
+    summary = f"history {spec.history}, {spec.storage}"
+    await _ensure(js, f"kv {spec.name}", f"KV_{spec.name}", summary, create, spec, plan, apply, allow_replica_decrease)
+
+
+async def _ensure(
+    js: JetStreamContext,
+    what: str,
+    stream: str,
+    summary: str,
+    create: Callable[[], Awaitable[None]],
+    spec: StreamSpec | BucketSpec,
+    plan: Plan,
+    apply: bool,
+    allow_replica_decrease: bool,
+) -> None:
+    """Create the stream behind a stream or bucket when missing, else update what may change in place."""
     try:
-        info = await js.stream_info(f"KV_{spec.name}")
+        info = await js.stream_info(stream)
     except NotFoundError:
-        plan.changes.append(Change("create", what, f"history {spec.history}, {spec.storage}"))
+        plan.changes.append(Change("create", what, summary))
         if apply:
-            await js.create_key_value(spec.to_nats())
+            await create()
         return
     updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
     if updates and apply:
