@@ -122,7 +122,22 @@ def _reason(spec: ConnectionSpec, errors: Sequence[BaseException]) -> str:
     elif reason.startswith(("timed out", "the server closed")) and not spec.tls_handshake_first:
         # a server waiting for our TLS handshake looks exactly like a silent one
         reason += f"; a server that wants the TLS handshake first needs {named('tls_handshake_first')}"
+    elif not reason.startswith("TLS failed") and _over_tls(spec) and not spec.tls_cert and _reset(errors):
+        # With TLS 1.3 the server checks the client certificate after the handshake: its refusal may
+        # reach us as the alert (classified above) or, just as often, as a bare reset.
+        reason = (
+            "TLS failed: the server reset the connection after the handshake; most likely "
+            f"the server wants a client certificate ({named('tls_cert')}, {named('tls_key')})"
+        )
     return _redact(reason, (spec.password, spec.token))
+
+
+def _reset(errors: Sequence[BaseException]) -> bool:
+    return any(isinstance(e, ConnectionResetError) for e in errors)
+
+
+def _over_tls(spec: ConnectionSpec) -> bool:
+    return bool(spec.tls_ca or spec.tls_handshake_first or any(url.startswith("tls://") for url in spec.servers))
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:

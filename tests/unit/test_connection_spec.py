@@ -134,3 +134,17 @@ def test_yaml_connection_block_in_the_config(config_copy: Path) -> None:
     assert cfg.connection.password == "12345"  # a number after ${} substitution is still a password
     assert cfg.connection.tls_ca == str(root / "certs" / "ca.pem")
     assert cfg.connection.connect_timeout == 0.5
+
+
+def test_a_reset_after_the_tls_handshake_points_at_the_missing_client_certificate(tmp_path) -> None:
+    # TLS 1.3: the server refuses a missing client certificate after the handshake, and the client may see
+    # only a reset instead of the alert. The message must still say what to do.
+    from runner.jetstream.connection import _reason
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("unused")
+    spec = ConnectionSpec(servers=("nats://127.0.0.1:4222",), tls_ca=str(ca))
+    reason = _reason(spec, [ConnectionResetError(104, "Connection reset by peer")])
+    assert "the server wants a client certificate" in reason and "--tls-cert" in reason
+    plain = ConnectionSpec(servers=("nats://127.0.0.1:4222",))
+    assert "client certificate" not in _reason(plain, [ConnectionResetError(104, "Connection reset by peer")])
