@@ -8,6 +8,7 @@ of a service binds the same durable consumers, so JetStream spreads messages acr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -406,8 +407,9 @@ class Runtime:
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:  # closing anyway
-                await self.nc.close()
+            except Exception:  # reconnecting, or the server is gone: close without the drain
+                with contextlib.suppress(Exception):  # a connection already lost cannot fail a stop
+                    await self.nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
         log_nats_error(log, exc)
