@@ -24,6 +24,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'  # FastStream (the peer) and matplotlib
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

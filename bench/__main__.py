@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import platform
 import resource
@@ -36,11 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs per system and measure, alternated (default 3)")
     p.add_argument("--rate", type=float, default=None, help="open-loop orders/s (default: half the baseline's)")
     p.add_argument("--latency-seconds", type=float, default=10.0, help="open-loop duration (default 10)")
-    p.add_argument("--http-seconds", type=float, default=5.0, help="HTTP ingestion duration (default 5)")
-    p.add_argument("--http-concurrency", type=int, default=64, help="concurrent HTTP connections (default 64)")
+    p.add_argument("--http-seconds", type=float, default=5.0, help="HTTP run length, s (default 5)")
+    p.add_argument("--http-concurrency", type=int, default=64, help="HTTP keep-alive connections (default 64)")
     p.add_argument("--instances", type=int, default=1, help="flowrun inventory processes in the A/B runs")
-    p.add_argument("--no-http", action="store_true", help="skip the HTTP ingestion measure")
+    p.add_argument("--no-http", action="store_true", help="skip the HTTP measure (POST -> completed, both systems)")
     p.add_argument("--no-scale", action="store_true", help="skip inventory x1 vs x2")
+    p.add_argument(
+        "--r3-runs",
+        type=int,
+        default=1,
+        help="closed loop and open loop of flowrun and the baseline on a 3-node loopback cluster, R3 streams and "
+        "buckets (default 1; 0 skips)",
+    )
     p.add_argument(
         "--sync", default=None, metavar="always|DURATION", help="nats-server fsync policy (default: the server's, 2m)"
     )
@@ -54,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.orders, args.runs, args.no_scale = 300, 1, True
         args.latency_seconds, args.http_seconds, args.http_concurrency = 2.0, 1.0, 16
-    if args.orders < 1 or args.runs < 1:
-        p.error("--orders and --runs must be at least 1")
+    if args.orders < 1 or args.runs < 1 or args.r3_runs < 0:
+        p.error("--orders and --runs must be at least 1, --r3-runs at least 0")
+    args.faststream = importlib.util.find_spec("faststream") is not None
     return args
 
 
@@ -81,19 +90,21 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": platform.python_version(),
         "nats_py": metadata.version("nats-py"),
+        "faststream": metadata.version("faststream") if importlib.util.find_spec("faststream") else None,
         "nats_server": server.strip().removeprefix("nats-server: "),
         "platform": platform.platform(),
         "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
     }
 
 
-async def _prepare(kind: str, url: str) -> None:
-    """Bench stock (10^9 of BENCH-001) before any service starts; the baseline also provisions here."""
-    nc = await nats.connect(url)
+async def _prepare(kind: str, url: str, replicas: int) -> None:
+    """Bench stock (10^9 of BENCH-001) before any service starts; the baseline and the FastStream peer also
+    provision here (the peer declares its consumers itself)."""
+    nc = await nats.connect(url.split(","))
     try:
-        js = nc.jetstream()
-        if kind == "baseline":
-            await baseline.provision(js, STOCK)
+        js = nc.jetstream(timeout=30)  # a busy cluster can take more than the default 5 s to place a stream
+        if kind in ("baseline", "faststream"):
+            await baseline.provision(js, STOCK, replicas, consumers=kind == "baseline")
         else:
             await (await js.key_value("INVENTORY")).put(PRODUCT, orjson.dumps(STOCK[PRODUCT]))
     finally:
@@ -104,42 +115,64 @@ def _usage(dep: Deployment) -> dict[str, float]:
     """CPU seconds so far: the server, each service, and this process (injector + watcher share the cores)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "nats-server": cpu_seconds(dep.server.pid),
+        "nats-server": sum(cpu_seconds(pid) for pid in dep.server_pids),  # a cluster: every node
         **{n: cpu_seconds(p) for n, p in dep.pids().items()},
         "bench": me.ru_utime + me.ru_stime,
     }
 
 
+async def _drive_http(
+    url: str, run_dir: Path, args: argparse.Namespace
+) -> tuple[list[str], float, dict[str, float], dict[str, Any]]:
+    """POST /api/orders from the load generator's process: the accepted ids, its first send, each id's
+    send time (the same CLOCK_MONOTONIC as the watcher's) and the run's HTTP numbers."""
+    res = await http_load(url, args.http_seconds, args.http_concurrency, run_dir / "http-load.json")
+    answer_ms = [(a - s) * 1000 for s, a in zip(res["sent"], res["answered"], strict=True)]
+    elapsed = max(res["elapsed"], 1e-9)
+    http = {
+        "requests": res["requests"],
+        "connects": res["connects"],  # above concurrency: the server closed connections
+        "accepted": res["accepted"],
+        "accepted_per_s": res["accepted"] / elapsed,
+        "non_202": res["statuses"],  # status -> count
+        "errors": res["errors"],  # failed connections, requests past their deadline
+        "answer_p50_ms": percentile(answer_ms, 50),
+        "answer_p99_ms": percentile(answer_ms, 99),
+        "concurrency": args.http_concurrency,
+        "load_cpu": res["cpu_s"] / elapsed,  # cores the load generator used
+    }
+    return res["ids"], res["started"], dict(zip(res["ids"], res["sent"], strict=True)), http
+
+
 async def one_run(
-    kind: str, measure: str, run_dir: Path, args: argparse.Namespace, rate: float = 0.0, instances: int = 1
+    kind: str,
+    measure: str,
+    run_dir: Path,
+    args: argparse.Namespace,
+    rate: float = 0.0,
+    instances: int = 1,
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """One fresh deployment, one measure. Returns the run's record (numbers, resources, books)."""
+    """One fresh deployment (replicas > 1: on a loopback cluster), one measure. Returns the run's record
+    (numbers, resources, books)."""
     async with system(
-        kind, run_dir, lambda url: _prepare(kind, url), inventory_instances=instances, sync=args.sync
+        kind,
+        run_dir,
+        lambda url: _prepare(kind, url, replicas),
+        inventory_instances=instances,
+        sync=args.sync,
+        replicas=replicas,
     ) as dep:
-        nc = await nats.connect(dep.url, name="bench")
+        nc = await nats.connect(dep.url.split(","), name="bench")
         try:
             js = nc.jetstream(publish_async_max_pending=8192)
             watcher = Watcher()
             await watcher.start(js)
             before, t0 = _usage(dep), time.monotonic()
-            record: dict[str, Any] = {"kind": kind, "measure": measure, "instances": instances}
+            record: dict[str, Any] = {"kind": kind, "measure": measure, "instances": instances, "replicas": replicas}
             if measure == "http":
                 assert dep.http_url is not None
-                res = await http_load(dep.http_url, args.http_seconds, args.http_concurrency)
-                ids, started = res.ids, t0
-                lat = [x * 1000 for x in res.latencies]
-                record["http"] = {
-                    "accepted": res.accepted,
-                    "rejected": res.rejected,
-                    "errors": res.errors,
-                    "accepted_per_s": res.accepted / res.elapsed if res.elapsed else 0.0,
-                    "p50_ms": percentile(lat, 50),
-                    "p99_ms": percentile(lat, 99),
-                    "max_ms": max(lat, default=float("nan")),
-                    "concurrency": args.http_concurrency,
-                }
-                sent: dict[str, float] = {}
+                ids, started, sent, record["http"] = await _drive_http(dep.http_url, run_dir, args)
             else:
                 n = args.orders if measure != "latency" else max(1, int(rate * args.latency_seconds))
                 inj = await (closed_loop(js, n) if measure != "latency" else open_loop(js, rate, n))
@@ -172,9 +205,9 @@ async def one_run(
                     "max": max(lat_ms, default=float("nan")),
                 }
             await watcher.stop()
-            record["verify"] = await verify(js, ids, dlq=kind == "flowrun")
+            record["verify"] = await verify(js, ids, dlq=kind.startswith("flowrun"))
             if not record["verify"]["ok"]:
-                record["logs"] = {p.name: p.tail(15) for p in [dep.server, *dep.services]}
+                record["logs"] = dep.tails(15)
             return record
         finally:
             await nc.close()
@@ -183,8 +216,14 @@ async def one_run(
 def describe(r: dict[str, Any]) -> str:
     v = r["verify"]
     if r["measure"] == "http":
-        h = r["http"]
-        head = f"{h['accepted_per_s']:.0f} accepted/s, p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms"
+        h, lat = r["http"], r["latency_ms"]
+        refused = sum(h["non_202"].values()) + sum(h["errors"].values())
+        head = (
+            f"{h['accepted_per_s']:.0f} accepted/s, {r['throughput']:.0f} completed/s; POST->completed p50 "
+            f"{lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms; answer p50 {h['answer_p50_ms']:.1f} ms, p99 "
+            f"{h['answer_p99_ms']:.1f} ms; not 202: {refused} {h['non_202']} {h['errors']}; "
+            f"load generator {h['load_cpu']:.2f} cores"
+        )
     elif r["measure"] == "latency":
         lat = r["latency_ms"]
         head = (
@@ -223,16 +262,25 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
     def order(i: int) -> tuple[str, str]:  # alternate which goes first
         return ("baseline", "flowrun") if i % 2 == 0 else ("flowrun", "baseline")
 
+    def half_baseline(replicas: int) -> float:
+        """Open-loop rate: half the baseline's median closed-loop throughput on the same servers."""
+        base = [
+            r["throughput"]
+            for r in runs
+            if r["kind"] == "baseline" and r["measure"] == "throughput" and r["replicas"] == replicas
+        ]
+        return args.rate or max(1.0, sorted(base)[len(base) // 2] / 2)
+
+    peers = ("baseline", "flowrun", "faststream") if args.faststream else ("baseline", "flowrun")
     for i in range(args.runs):
-        for kind in order(i):
+        for kind in peers[i % len(peers) :] + peers[: i % len(peers)]:  # rotate which goes first
             await run(
                 kind,
                 "throughput",
                 f"throughput {i + 1}/{args.runs}",
-                instances=1 if kind == "baseline" else args.instances,
+                instances=args.instances if kind == "flowrun" else 1,
             )
-    base = [r["throughput"] for r in runs if r["kind"] == "baseline" and r["measure"] == "throughput"]
-    rate = args.rate or max(1.0, sorted(base)[len(base) // 2] / 2)
+    rate = half_baseline(1)
     for i in range(args.runs):
         for kind in order(i):
             await run(
@@ -242,13 +290,36 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
                 rate=rate,
                 instances=1 if kind == "baseline" else args.instances,
             )
-    if not args.no_http:
+    if not args.no_http:  # flowrun twice: as `flowrun up` starts it, and one hand-started process per service
+        apis = ("baseline", "flowrun-up", "flowrun")
         for i in range(args.runs):
-            await run("flowrun", "http", f"http {i + 1}/{args.runs}", instances=args.instances)
+            for kind in apis[i % len(apis) :] + apis[: i % len(apis)]:
+                await run(
+                    kind, "http", f"http {i + 1}/{args.runs}", instances=args.instances if kind == "flowrun" else 1
+                )
     if not args.no_scale:
         for i in range(args.runs):
             for n in (1, 2) if i % 2 == 0 else (2, 1):
                 await run("flowrun", "scale", f"scale {i + 1}/{args.runs}", instances=n)
+    for i in range(args.r3_runs):
+        for kind in order(i):
+            await run(
+                kind,
+                "throughput",
+                f"R3 throughput {i + 1}/{args.r3_runs}",
+                instances=1 if kind == "baseline" else args.instances,
+                replicas=3,
+            )
+    for i in range(args.r3_runs):
+        for kind in order(i):
+            await run(
+                kind,
+                "latency",
+                f"R3 latency {i + 1}/{args.r3_runs}",
+                rate=half_baseline(3),
+                instances=1 if kind == "baseline" else args.instances,
+                replicas=3,
+            )
     return runs, rate
 
 
@@ -267,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         f"nats-server {meta['machine']['nats_server']}, nats-py {meta['machine']['nats_py']}",
         flush=True,
     )
+    if not args.faststream:
+        print("FastStream is not installed (pip install -e '.[bench]'): the peer's runs are skipped", flush=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="flowrun-bench-") as tmp:
         try:

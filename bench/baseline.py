@@ -13,10 +13,17 @@ published — each with a `Nats-Msg-Id` — before the ack), three processes. Wh
 
 What it leaves out, and flowrun pays for: saga timeouts (timer messages), event history in the
 order record, crash-safe multi-product reservations (the baseline claims the reservation record and
-then writes stock; a crash in between loses that decrement), schema validation, dead-lettering and
-compensation. It is therefore an upper bound for the same hops, not a feature-equivalent service.
+then writes stock; a crash in between loses that decrement), schema checks of consumed messages,
+dead-lettering and compensation. It is therefore an upper bound for the same hops, not a feature-equivalent service.
 
-Run: `python -m bench.baseline {order|inventory|payment} --nats URL` (prints "running on" when ready).
+The order process can also serve flowrun's order API (bench/baseline_http.py, `--http-port`): it
+stores the instance with a create (compare-and-set on an absent key) and publishes `orders.created`,
+both pipelined, and answers 202 once both are acknowledged; its saga consumer then finds the order in
+its cache. Every process runs on uvloop and with the garbage collector set as flowrun's are
+(runner/serve/heap.py).
+
+Run: `python -m bench.baseline {order|inventory|payment} --nats URL [--http-port N]` (prints "running on"
+when ready).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -36,11 +44,14 @@ from typing import Any
 
 import nats
 import orjson
+import uvloop
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, KeyNotFoundError
 from nats.js.kv import KeyValue
+
+from bench.baseline_http import serve_http
 
 STREAM = "ORDERS"
 BUCKETS = ("ORDER_SAGA", "INVENTORY", "RESERVATIONS", "PAYMENTS")
@@ -67,8 +78,11 @@ CORRELATION = "Flowrun-Correlation-Id"  # the same header (and bytes) flowrun se
 Out = tuple[str, dict[str, Any]]  # (subject, payload) to publish for a message
 
 
-async def provision(js: JetStreamContext, stock: dict[str, dict[str, int]]) -> None:
-    """The baseline's own stream, buckets and consumers (the same settings as streams.yaml/flows/)."""
+async def provision(
+    js: JetStreamContext, stock: dict[str, dict[str, int]], replicas: int = 1, consumers: bool = True
+) -> None:
+    """The baseline's own stream, buckets and consumers (the same settings as streams.yaml/flows/), each with
+    `replicas` copies. consumers=False: the FastStream peer declares its own."""
     await js.add_stream(
         api.StreamConfig(
             name=STREAM,
@@ -79,13 +93,14 @@ async def provision(js: JetStreamContext, stock: dict[str, dict[str, int]]) -> N
             max_age=30 * 86400,
             discard=api.DiscardPolicy.OLD,
             duplicate_window=120,
+            num_replicas=replicas,
         )
     )
     for bucket in BUCKETS:
         await js.create_key_value(
-            api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE, direct=True)
+            api.KeyValueConfig(bucket=bucket, history=1, storage=api.StorageType.FILE, direct=True, replicas=replicas)
         )
-    for durable, filters, max_deliver in CONSUMERS.values():
+    for durable, filters, max_deliver in CONSUMERS.values() if consumers else ():
         await js.add_consumer(
             STREAM,
             api.ConsumerConfig(
@@ -198,6 +213,24 @@ class Service:
         except KeyNotFoundError:
             return None, 0
         return orjson.loads(entry.value) if entry.value else None, entry.revision or 0
+
+    async def start_order(self, order: dict[str, Any]) -> None:
+        """The API's write: create the instance record and publish `orders.created`, pipelined; return once
+        both are stored. The record's revision is cached first, so the consumer of that event has nothing to do."""
+        order_id = order["orderId"]
+        revision = asyncio.get_running_loop().create_future()
+        self.orders[order_id] = Order(order, revision)
+        try:
+            record = {**order, "state": "pending", "updated": time.time()}
+            created = await self.kv_write("ORDER_SAGA", order_id, record, 0)
+            headers = {"Nats-Msg-Id": f"{order_id}.orders.created", CORRELATION: order_id}
+            published = await self.js.publish_async("orders.created", orjson.dumps(order), headers=headers)
+            ack, _ = await asyncio.gather(created, published)
+        except BaseException:
+            self.orders.pop(order_id, None)
+            revision.cancel()
+            raise
+        revision.set_result(ack.seq)
 
     # --- the three services: a batch of (msg, payload) in, per message what to publish out ---
 
@@ -400,8 +433,8 @@ class Service:
             await m.ack()
 
 
-async def serve(name: str, url: str) -> None:
-    nc = await nats.connect(url, name=f"baseline:{name}")
+async def serve(name: str, url: str, http_port: int | None = None) -> None:
+    nc = await nats.connect(url.split(","), name=f"baseline:{name}")  # a cluster: every node
     js = nc.jetstream(publish_async_max_pending=8192)
     service = Service(name, nc, js)
     stop = asyncio.Event()
@@ -410,8 +443,15 @@ async def serve(name: str, url: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     await service.puller.start()
     workers = [asyncio.create_task(service.work()) for _ in range(MAX_INFLIGHT // BATCH)]
+    http = await serve_http(service.start_order, http_port) if http_port is not None else None
+    # The collector settings flowrun uses (runner/serve/heap.py): whoever profiles this finds the collector too.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     print(f"baseline {name} running on {url}", file=sys.stderr, flush=True)
     await stop.wait()
+    if http is not None:
+        await http.cleanup()
     service.puller.stopping = True
     await asyncio.wait(workers, timeout=10)
     await nc.drain()
@@ -421,8 +461,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("service", choices=sorted(CONSUMERS))
     parser.add_argument("--nats", required=True)
+    parser.add_argument("--http-port", type=int, default=None, help="order only: serve POST /api/orders here")
     args = parser.parse_args()
-    asyncio.run(serve(args.service, args.nats))
+    if args.http_port is not None and args.service != "order":
+        parser.error("--http-port is for the order service")
+    uvloop.run(serve(args.service, args.nats, args.http_port))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.jetstream.cluster import EmbeddedCluster
 from runner.jetstream.embedded import free_port, server_binary, sync_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,13 @@ def peak_rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def tail(log_path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 class Proc:
@@ -84,10 +93,7 @@ class Proc:
         raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return tail(self.log_path, lines)
 
     def stop(self, grace: float = 5.0) -> None:
         if self.popen.poll() is None:
@@ -119,34 +125,109 @@ def start_server(run_dir: Path, sync: str | None = None) -> tuple[Proc, str]:
 
 @dataclass
 class Deployment:
-    """A running system: the server, its URL, the service processes, the order API (flowrun only)."""
+    """A running system: its nats-server(s), their URL(s), the service processes, the order API's base URL."""
 
     kind: str
-    url: str
-    server: Proc
+    url: str  # comma-separated on a cluster: every node
+    server_pids: list[int]  # one nats-server, or every node of the cluster
+    server_logs: dict[str, Path]
     services: list[Proc] = field(default_factory=list)
     http_url: str | None = None
 
     def pids(self) -> dict[str, int]:
-        return {p.name: p.pid for p in self.services}
+        """Every service process by name; under `flowrun up`, its children too (named by --process-name)."""
+        out = {}
+        for proc in self.services:
+            out[proc.name] = proc.pid
+            out |= {_process_name(argv, pid): pid for pid, argv in child_processes(proc.pid).items()}
+        return out
+
+    def tails(self, lines: int = 15) -> dict[str, str]:
+        """The last log lines of every server and service (shown when the books do not balance)."""
+        return {name: tail(path, lines) for name, path in self.server_logs.items()} | {
+            p.name: p.tail(lines) for p in self.services
+        }
 
 
-def _flowrun_service(name: str, url: str, run_dir: Path, http_port: int | None = None) -> Proc:
+def _flowrun_env(replicas: int) -> dict[str, str]:
+    """streams.yaml takes its streams' and buckets' replicas from FLOWRUN_REPLICAS."""
+    return {"FLOWRUN_REPLICAS": str(replicas)}
+
+
+def _flowrun_service(name: str, url: str, run_dir: Path, replicas: int, http_port: int | None = None) -> Proc:
     args = [sys.executable, "-m", "runner.cli", "start", "--service", name.split("#")[0], "--nats", url]
     args += ["--config", str(ROOT), "--provision", "off"]
     if http_port is not None:
         args += ["--http-port", str(http_port)]
-    return Proc(name, args, run_dir / f"{name.replace('#', '-')}.log")
+    return Proc(name, args, run_dir / f"{name.replace('#', '-')}.log", _flowrun_env(replicas))
 
 
-def _baseline_service(name: str, url: str, run_dir: Path) -> Proc:
-    return Proc(name, [sys.executable, "-m", "bench.baseline", name, "--nats", url], run_dir / f"baseline-{name}.log")
+def _baseline_service(name: str, url: str, run_dir: Path, http_port: int | None = None) -> Proc:
+    args = [sys.executable, "-m", "bench.baseline", name, "--nats", url]
+    if http_port is not None:
+        args += ["--http-port", str(http_port)]
+    return Proc(name, args, run_dir / f"baseline-{name}.log")
 
 
-def _flowrun_provision(url: str, timeout: float) -> None:
+def _faststream_service(name: str, url: str, run_dir: Path) -> Proc:
+    args = [sys.executable, "-m", "bench.peer_faststream", name, "--nats", url]
+    return Proc(name, args, run_dir / f"faststream-{name}.log")
+
+
+def _flowrun_up(url: str, run_dir: Path, replicas: int, http_port: int) -> Proc:
+    """`flowrun up` with its defaults (processes per service, provisioning) on the run's server."""
+    args = [
+        sys.executable,
+        "-m",
+        "runner.cli",
+        "up",
+        "--nats",
+        url,
+        "--config",
+        str(ROOT),
+        "--http-port",
+        str(http_port),
+    ]
+    return Proc("up", args, run_dir / "flowrun-up.log", _flowrun_env(replicas))
+
+
+def _wait_up_ready(up: Proc, timeout: float) -> None:
+    """Until every process `flowrun up` started says it is running (each prints one "running on" line)."""
+    up.wait_log(b"Ctrl-C to stop", timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = up.log_path.read_bytes()
+        started = sum(int(n) for n in re.findall(rb"(\d+) process\(es\)", log))
+        if log.count(b" running on ") >= started:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"flowrun up: its processes not ready after {timeout}s:\n{up.tail()}")
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The direct children of `pid` and their argv, from /proc (empty once it is gone)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return {}
+    out = {}
+    for kid in map(int, kids):
+        try:
+            out[kid] = Path(f"/proc/{kid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+    return out
+
+
+def _process_name(argv: list[str], pid: int) -> str:
+    return argv[argv.index("--process-name") + 1] if "--process-name" in argv else f"child-{pid}"
+
+
+def _flowrun_provision(url: str, timeout: float, replicas: int) -> None:
     prov = subprocess.run(
         [sys.executable, "-m", "runner.cli", "provision", "--nats", url, "--config", str(ROOT)],
         cwd=ROOT,
+        env={**os.environ, **_flowrun_env(replicas)},
         capture_output=True,
         timeout=timeout,
         check=False,
@@ -163,31 +244,60 @@ async def system(
     inventory_instances: int = 1,
     ready_within: float = 30.0,
     sync: str | None = None,
+    replicas: int = 1,
 ) -> AsyncIterator[Deployment]:
-    """A fresh server and one system on it, stopped on the way out whatever happens.
+    """A fresh server (replicas > 1: a loopback cluster of that many nodes) and one system on it, stopped on
+    the way out whatever happens.
 
-    flowrun: the shipped YAML provisioned by `flowrun provision`, then one `flowrun start` process per
-    service (inventory x N). baseline: `prepare` provisions, then three `bench.baseline` processes.
-    `prepare(url)` runs after provisioning and before any service starts (it writes the bench stock).
+    flowrun: the shipped YAML provisioned by `flowrun provision` (FLOWRUN_REPLICAS=replicas), then one
+    `flowrun start` process per service (inventory x N). baseline and faststream: `prepare` provisions, then
+    three `bench.baseline` / `bench.peer_faststream` processes. The flowrun and baseline order processes serve
+    the order API. `prepare(url)` runs after provisioning and before any service starts (it writes the bench
+    stock); a cluster's url lists every node, comma-separated.
     """
-    server, url = await asyncio.to_thread(start_server, run_dir, sync)
-    dep = Deployment(kind, url, server)
+    if replicas > 1:
+        cluster = EmbeddedCluster(replicas, data_dir=run_dir / "cluster", sync=sync)
+        await asyncio.to_thread(cluster.start, ready_within)
+        logs = {f"nats-server {n.server_name}": n.log_file for n in cluster.nodes}
+        dep = Deployment(kind, cluster.urls, [n.pid for n in cluster.nodes if n.pid], logs)
+        stop_servers = cluster.stop
+    else:
+        server, url = await asyncio.to_thread(start_server, run_dir, sync)
+        dep = Deployment(kind, url, [server.pid], {"nats-server": server.log_path})
+        stop_servers = server.stop
+    url = dep.url
     try:
         if kind == "flowrun":
-            await asyncio.to_thread(_flowrun_provision, url, ready_within)
+            await asyncio.to_thread(_flowrun_provision, url, ready_within, replicas)
             await prepare(url)
             http_port = free_port()
             dep.http_url = f"http://127.0.0.1:{http_port}"
-            dep.services.append(_flowrun_service("order", url, run_dir, http_port))
-            dep.services += [_flowrun_service(f"inventory#{i}", url, run_dir) for i in range(inventory_instances)]
-            dep.services.append(_flowrun_service("payment", url, run_dir))
+            dep.services.append(_flowrun_service("order", url, run_dir, replicas, http_port))
+            dep.services += [
+                _flowrun_service(f"inventory#{i}", url, run_dir, replicas) for i in range(inventory_instances)
+            ]
+            dep.services.append(_flowrun_service("payment", url, run_dir, replicas))
+        elif kind == "flowrun-up":  # it provisions itself; the stock is written once its processes run
+            http_port = free_port()
+            dep.http_url = f"http://127.0.0.1:{http_port}"
+            up = _flowrun_up(url, run_dir, replicas, http_port)
+            dep.services.append(up)
+            await asyncio.to_thread(_wait_up_ready, up, ready_within)
+            await prepare(url)
+        elif kind == "faststream":
+            await prepare(url)
+            dep.services += [_faststream_service(n, url, run_dir) for n in ("order", "inventory", "payment")]
         else:
             await prepare(url)
-            dep.services += [_baseline_service(n, url, run_dir) for n in ("order", "inventory", "payment")]
+            http_port = free_port()
+            dep.http_url = f"http://127.0.0.1:{http_port}"
+            dep.services.append(_baseline_service("order", url, run_dir, http_port))
+            dep.services += [_baseline_service(n, url, run_dir) for n in ("inventory", "payment")]
         for proc in dep.services:
-            await asyncio.to_thread(proc.wait_log, b"running on", ready_within)
+            if proc.name != "up":
+                await asyncio.to_thread(proc.wait_log, b"running on", ready_within)
         yield dep
     finally:
         for proc in dep.services:
             proc.stop()
-        server.stop()
+        stop_servers()

@@ -2,20 +2,22 @@
 
 Both systems are driven and judged by the same code. An order is finished when the ORDER_SAGA
 record reaches a terminal state; we see that through an ordered consumer on the bucket's stream,
-so times come from one monotonic clock in this process (publish → terminal).
+so times come from one monotonic clock (publish → terminal). Over HTTP the send times come from the
+load generator's process (bench/http_load.py): CLOCK_MONOTONIC is the same clock in every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from nats.js import JetStreamContext, api
 
@@ -142,48 +144,26 @@ async def open_loop(js: JetStreamContext, rate: float, n: int) -> Injection:
     return Injection([o for o, _ in orders[:i]], sent, started, errors, lag)
 
 
-@dataclass
-class HttpResult:
-    accepted: int = 0
-    rejected: int = 0
-    errors: int = 0
-    elapsed: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+async def http_load(base_url: str, seconds: float, connections: int, out: Path) -> dict[str, Any]:
+    """Run bench/http_load.py in its own process; its JSON result (per 202: orderId, sent, answered).
 
-
-async def http_load(base_url: str, seconds: float, concurrency: int) -> HttpResult:
-    """POST /api/orders from `concurrency` keep-alive connections for `seconds`."""
-    result = HttpResult()
-    item = {"productId": PRODUCT, "quantity": QTY, "price": float(PRICE)}  # the request's price is a JSON number
-    body = orjson.dumps({"customerId": "CUST123", "items": [item]})
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        started = time.monotonic()
-        stop_at = started + seconds
-
-        async def client() -> None:
-            while time.monotonic() < stop_at:
-                t0 = time.monotonic()
-                try:
-                    async with session.post(f"{base_url}/api/orders", data=body, headers=headers) as resp:
-                        payload = await resp.read()
-                        status = resp.status
-                except (aiohttp.ClientError, TimeoutError):
-                    result.errors += 1
-                    continue
-                result.latencies.append(time.monotonic() - t0)
-                if status == 202:
-                    result.accepted += 1
-                    result.ids.append(orjson.loads(payload)["orderId"])
-                else:
-                    result.rejected += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        result.elapsed = time.monotonic() - started
-    return result
+    Bounded: killed if it outlives its own hard limit; its stderr tail is the error if it fails.
+    """
+    per_request = 15.0
+    args = [sys.executable, "-m", "bench.http_load", base_url, "--out", str(out)]
+    args += ["--seconds", str(seconds), "--connections", str(connections), "--timeout", str(per_request)]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), seconds + 2 * per_request + 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"http load generator exited with {proc.returncode}: {stderr.decode()[-2000:]}")
+    return orjson.loads(await asyncio.to_thread(out.read_bytes))
 
 
 async def read_bucket(js: JetStreamContext, bucket: str, within: float = 60.0) -> dict[str, Any]:

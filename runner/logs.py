@@ -43,10 +43,24 @@ def _quote(value: Any) -> str:
     return f'"{text}"' if (" " in text or not text) else text
 
 
-def setup(verbose: int = 0, log_format: str = "text") -> None:
+class ProcessName(logging.Filter):
+    """Adds `process=NAME` to every line: which of several processes sharing one terminal wrote it."""
+
+    def __init__(self, process: str):
+        super().__init__()  # no name: logging.Filter's name would select loggers
+        self.process = process
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.fields = {**getattr(record, "fields", {}), "process": self.process}
+        return True
+
+
+def setup(verbose: int = 0, log_format: str = "text", process: str | None = None) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
+    if process:
+        handler.addFilter(ProcessName(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

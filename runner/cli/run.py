@@ -13,7 +13,7 @@ import click
 
 from runner import logs
 from runner.cli import loop
-from runner.cli.connection import ConnectionFlags, connection_options
+from runner.cli.connection import ConnectionFlags, connection_options, with_nats
 from runner.cli.options import (
     check_services,
     config_option,
@@ -22,13 +22,16 @@ from runner.cli.options import (
     replica_decrease_option,
     verbose_option,
 )
-from runner.config.connection import ConnectionSpec
+from runner.cli.up_processes import WORKERS_HELP, ProcessPlan, worker_counts
+from runner.config.connection import ConnectionSpec, as_env
+from runner.config.model import Config, HttpSpec
 from runner.jetstream.cluster import EmbeddedCluster
-from runner.jetstream.embedded import EmbeddedServer, sync_interval
+from runner.jetstream.embedded import EmbeddedServer, free_port, port_free, sync_interval
 from runner.jetstream.provision import MODES
 from runner.jetstream.server_guard import ServerGuard
-from runner.serve.foreground import ServeFailed, serve_until_stopped
-from runner.serve.service import Runtime, RuntimeOptions
+from runner.serve.foreground import ServeFailed, serve_until_stopped, supervise_until_stopped
+from runner.serve.service import ProvisionError, Runtime, RuntimeOptions, provision
+from runner.serve.supervisor import Supervisor
 
 
 def _sync_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -82,7 +85,12 @@ def running_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(
-    mode: str, http_port: int | None, allow_replica_decrease: bool, metrics_port: int | None, metrics_host: str
+    mode: str,
+    http_port: int | None,
+    allow_replica_decrease: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    reuse_port: bool = False,
 ) -> RuntimeOptions:
     return RuntimeOptions(
         provision=mode,
@@ -90,12 +98,14 @@ def _options(
         allow_replica_decrease=allow_replica_decrease,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        reuse_port=reuse_port,
     )
 
 
 def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | None = None, watch: bool = False) -> None:
     def stopping() -> None:
-        click.echo("shutting down: finishing in-flight messages …", err=True)
+        who = ", ".join(runtime.services)
+        click.echo(f"shutting down {who} (pid {os.getpid()}): finishing in-flight messages …", err=True)
 
     reloader = None
     if watch:
@@ -109,10 +119,19 @@ def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | No
         raise click.ClickException(str(exc)) from exc
 
 
+workers_option = click.option("--workers", "workers", multiple=True, metavar="auto|N|SERVICE=N", help=WORKERS_HELP)
+in_process_option = click.option(
+    "--in-process",
+    is_flag=True,
+    help="run every service in this one process (one core; for a debugger's breakpoints). --watch implies it: "
+    "a reload is provisioned once and switches every service at the same moment",
+)
+
+
 @click.command()
 @connection_options
 @config_option
-@click.option("--http-port", type=int, default=None, help="HTTP port (default: the YAML's, 5100)")
+@click.option("--http-port", type=int, default=None, help="HTTP port (default: the YAML's, 5100; 0 picks a free one)")
 @click.option("--nats-port", type=int, default=4222, show_default=True, help="port of the embedded nats-server")
 @click.option(
     "--data-dir",
@@ -122,6 +141,8 @@ def _serve(runtime: Runtime, banner: Callable[[], None], guard: ServerGuard | No
     help="JetStream store of the embedded nats-server (its config, pid file and log are written there too)",
 )
 @sync_option
+@workers_option
+@in_process_option
 @running_options
 def up(
     connection: ConnectionFlags,
@@ -130,6 +151,8 @@ def up(
     nats_port: int,
     data_dir: str,
     sync: str,
+    workers: tuple[str, ...],
+    in_process: bool,
     mode: str,
     allow_replica_decrease: bool,
     watch: bool,
@@ -138,9 +161,15 @@ def up(
     verbose: int,
     log_format: str,
 ) -> None:
-    """Run every service (and an embedded nats-server unless --nats, NATS_URL, a context or the YAML names one)."""
+    """Run every service, each in its own supervised processes (and an embedded nats-server unless --nats,
+    NATS_URL, a context or the YAML names one). With --metrics-port P, process i (in the banner's order)
+    serves /metrics on P+i."""
     logs.setup(verbose, log_format)
     cfg = load_config(config_dir)
+    if (in_process or watch) and workers:
+        raise click.UsageError("--workers needs a process per service: drop --in-process and --watch")
+    counts = worker_counts(cfg, workers)
+    ports = {} if in_process or watch else _http_ports(cfg, http_port)
     server = guard = None
     if connection.external(cfg):
         spec = connection.spec(cfg)
@@ -153,28 +182,108 @@ def up(
         guard = ServerGuard(server)
         spec = ConnectionSpec.from_url(server.url)
     options = _options(mode, http_port, allow_replica_decrease, metrics_port, metrics_host)
+    try:
+        if in_process or watch:
+            _up_in_process(cfg, spec, options, server, guard, watch)
+        else:
+            plan = ProcessPlan(config_dir, counts, ports, verbose, log_format, metrics_port, metrics_host)
+            _up_processes(cfg, spec, options, plan, server, guard)
+    finally:
+        if server:
+            server.stop()
+
+
+def _http_ports(cfg: Config, http_port: int | None) -> dict[str, int]:
+    """The port of each service with HTTP, chosen before its processes start: they all bind it (SO_REUSEPORT),
+    so a 0 must become one real port, and a port someone else holds must be refused here, not shared."""
+    served = {name: service.http for name, service in cfg.services.items() if service.http is not None}
+    if http_port is not None and len(served) > 1:
+        raise click.UsageError(f"--http-port applies to one HTTP service; {', '.join(served)} serve HTTP")
+    ports = {}
+    for name, http in served.items():
+        port = http.port if http_port is None else http_port
+        if port == 0:
+            port = free_port()
+        elif not port_free(port):
+            raise click.ClickException(f"HTTP port {port} of service {name} is in use (another flowrun up?)")
+        ports[name] = port
+    return ports
+
+
+def _banner_header(cfg: Config, spec: ConnectionSpec, server: EmbeddedServer | None) -> None:
+    click.echo(f"flowrun up: services {', '.join(cfg.services)} on {spec.describe()}", err=True)
+    if server:
+        click.echo(
+            f"  embedded nats-server pid {server.pid}, store {server.data_dir} (sync {server.sync}), "
+            f"log {server.log_file}",
+            err=True,
+        )
+
+
+def _http_line(url: str, http: HttpSpec) -> str:
+    resources = "  ".join(url + resource.path for resource in http.resources.values())
+    return f"  HTTP  {resources}   health {url}/healthz   metrics {url}/metrics"
+
+
+def _up_in_process(
+    cfg: Config,
+    spec: ConnectionSpec,
+    options: RuntimeOptions,
+    server: EmbeddedServer | None,
+    guard: ServerGuard | None,
+    watch: bool,
+) -> None:
     runtime = Runtime(cfg, list(cfg.services), spec, options)
 
     def banner() -> None:
-        click.echo(f"flowrun up: services {', '.join(cfg.services)} on {spec.describe()}", err=True)
-        if server:
-            click.echo(
-                f"  embedded nats-server pid {server.pid}, store {server.data_dir} (sync {server.sync}), "
-                f"log {server.log_file}",
-                err=True,
-            )
+        _banner_header(cfg, spec, server)
+        click.echo(f"  every service in this process (pid {os.getpid()})", err=True)
         for url, http in zip(runtime.http_urls, [s.http for s in cfg.services.values() if s.http], strict=True):
-            resources = "  ".join(url + resource.path for resource in http.resources.values())
-            click.echo(f"  HTTP  {resources}   health {url}/healthz   metrics {url}/metrics", err=True)
+            click.echo(_http_line(url, http), err=True)
         if runtime.metrics_url:
             click.echo(f"  metrics  {runtime.metrics_url}", err=True)
         click.echo("  Ctrl-C to stop", err=True)
 
+    _serve(runtime, banner, guard, watch)
+
+
+def _up_processes(
+    cfg: Config,
+    spec: ConnectionSpec,
+    options: RuntimeOptions,
+    plan: ProcessPlan,
+    server: EmbeddedServer | None,
+    guard: ServerGuard | None,
+) -> None:
+    """Provision once, here; then every service's processes run `flowrun start --provision off`."""
     try:
-        _serve(runtime, banner, guard, watch)
-    finally:
-        if server:
-            server.stop()
+        loop.run(lambda: with_nats(spec, lambda nc: provision(nc.jetstream(), cfg, options)))
+    except ProvisionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    supervisor = Supervisor(plan.commands(), as_env(spec, os.environ))
+
+    def banner() -> None:
+        _banner_header(cfg, spec, server)
+        for name in cfg.services:
+            children = [child for child in supervisor.children if child.service == name]
+            pids = ", ".join(str(child.pid) for child in children)
+            click.echo(f"  {name:<12} {len(children)} process(es), pid {pids}", err=True)
+        for name, port in plan.http_ports.items():
+            http = cfg.services[name].http
+            assert http is not None
+            click.echo(_http_line(f"http://{http.host}:{port}", http), err=True)
+        for child, port in zip(supervisor.children, plan.metrics_ports(), strict=True):
+            if port:
+                click.echo(f"  metrics  {child.name}  http://{plan.metrics_host}:{port}/metrics", err=True)
+        click.echo("  Ctrl-C to stop", err=True)
+
+    def stopping() -> None:
+        click.echo(f"shutting down {len(supervisor.children)} service process(es) …", err=True)
+
+    try:
+        loop.run(lambda: supervise_until_stopped(supervisor, banner, stopping, guard))
+    except ServeFailed as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
@@ -182,12 +291,25 @@ def up(
 @connection_options
 @config_option
 @click.option("--http-port", type=int, default=None, help="HTTP port for a service with an API")
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="share the HTTP port with other processes of the service (SO_REUSEPORT; `flowrun up` uses it). "
+    "Off by default: a second start on a taken port fails instead of quietly taking half the requests",
+)
+@click.option(
+    "--process-name",
+    metavar="NAME",
+    help="add process=NAME to every log line (`flowrun up` names its processes order#1, order#2 …)",
+)
 @running_options
 def start(
     services: tuple[str, ...],
     connection: ConnectionFlags,
     config_dir: Path,
     http_port: int | None,
+    reuse_port: bool,
+    process_name: str | None,
     mode: str,
     allow_replica_decrease: bool,
     watch: bool,
@@ -197,10 +319,10 @@ def start(
     log_format: str,
 ) -> None:
     """Run one service (start it N times to scale out: instances share its durable consumers)."""
-    logs.setup(verbose, log_format)
+    logs.setup(verbose, log_format, process_name)
     cfg = load_config(config_dir)
     check_services(cfg, services)
-    options = _options(mode, http_port, allow_replica_decrease, metrics_port, metrics_host)
+    options = _options(mode, http_port, allow_replica_decrease, metrics_port, metrics_host, reuse_port)
     spec = connection.spec(cfg)
     runtime = Runtime(cfg, list(services), spec, options)
 

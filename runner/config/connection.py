@@ -295,3 +295,14 @@ def names_servers(
     if yaml is not None and yaml.servers != DEFAULT_SERVERS:
         return True
     return any(layer.get("servers") for layer in layers(flags, env, context))
+
+
+def as_env(spec: ConnectionSpec, env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the spec in the nats CLI's variables (and no NATS_CONTEXT): how `flowrun up` hands its resolved
+    connection, credentials included, to the processes it starts. A command line is visible to every local user
+    (`ps`); an environment only to the same user. The child resolves it over the same YAML to the same spec."""
+    given = {name: getattr(spec, name) for name in ENV_NAMES}
+    given["servers"] = ",".join(spec.servers)
+    given["tls_handshake_first"] = "true" if spec.tls_handshake_first else "false"
+    inherited = {key: value for key, value in env.items() if key not in ENV_NAMES.values() and key != "NATS_CONTEXT"}
+    return inherited | {ENV_NAMES[name]: str(value) for name, value in given.items() if value is not None}

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from runner import codec
 from runner.config.model import ConsumerSpec, RetryPolicy, ServiceSpec
 from runner.config.subjects import is_identifier
-from runner.engine import deadletter, faults, headers
+from runner.engine import alarms, deadletter, faults, headers
 from runner.engine.metrics import ConsumerMetrics, SagaMetrics
 from runner.engine.retry import EARLY, FATAL, OUTAGE, Failure, OutageClock, UncountedDeliveries, classify
 from runner.engine.routes import Route, event_id_of
@@ -41,7 +41,6 @@ log = logging.getLogger("flowrun.dispatch")
 # What `_process` returns for a message it acks without running anything: told apart by identity, for metrics.
 SKIPPED_DUPLICATE: list[Publish] = []
 SKIPPED_EXPIRED: list[Publish] = []
-SCHEDULE_TARGET = "Nats-Schedule-Target"
 
 
 class ConsumerWorker:
@@ -119,6 +118,8 @@ class ConsumerWorker:
             results = await self._run_all(msgs)
             pending: list[tuple[Msg, list[asyncio.Future[Any]], list[Publish]]] = []
             dead: list[tuple[Msg, Failure, asyncio.Future[Any] | None]] = []
+            batch_alarms: list[Publish] = []
+            alarmed: list[list[asyncio.Future[Any]]] = []  # the outputs of the messages that set an alarm
             for msg, result in zip(msgs, results, strict=True):
                 if isinstance(result, BaseException):
                     failure = classify(result, self._policy(msg))
@@ -127,8 +128,16 @@ class ConsumerWorker:
                     continue
                 if faults.ARMED and result:
                     faults.reached("before-publish")
-                futures = [await self._publish(p, msg) for p in result]
+                own = [p for p in result if not alarms.is_alarm(p)]
+                futures = [await self._publish(p, msg) for p in own]
+                if len(own) < len(result):
+                    batch_alarms += [p for p in result if alarms.is_alarm(p)]
+                    alarmed.append(futures)
                 pending.append((msg, futures, result))
+            if batch_alarms:  # one schedule for the batch's instances: each message waits for it
+                shared = [await self._publish(p) for p in alarms.merge(batch_alarms)]
+                for futures in alarmed:
+                    futures += shared
             await self._settle_outputs(pending)
             acked = 0
             for msg, futures, result in pending:
@@ -317,16 +326,16 @@ class ConsumerWorker:
         finally:
             self.metrics.duration(msg.subject).observe(time.perf_counter() - started)
 
-    async def _publish(self, p: Publish, cause: Msg) -> asyncio.Future[Any]:
+    async def _publish(self, p: Publish, cause: Msg | None = None) -> asyncio.Future[Any]:
         headers = {"Nats-Msg-Id": p.msg_id, deadletter.H_CORRELATION: str(p.data.get(self.key, ""))}
         if p.headers:
             headers.update(p.headers)
-        trace = (cause.headers or {}).get("traceparent")
+        trace = cause.headers.get("traceparent") if cause is not None and cause.headers else None
         if trace:
             headers["traceparent"] = trace
         future = await self.publisher.publish(p.subject, codec.dumps(p.data), headers)
         # A schedule's subject names its instance: counted under the subject it fires on, to keep labels bounded.
-        label = p.headers.get(SCHEDULE_TARGET, p.subject) if p.headers else p.subject
+        label = p.headers.get(alarms.SCHEDULE_TARGET, p.subject) if p.headers else p.subject
         future.add_done_callback(self.metrics.on_published(label))
         return future
 
@@ -451,8 +460,7 @@ class TimerWorker(ConsumerWorker):
 
     async def _fire(self, msg: Msg) -> None:
         try:
-            timer = codec.loads(msg.data)
-            key, alarm = timer[self.key], float(timer["alarm"])
+            keys, alarm = alarms.keys_of(codec.loads(msg.data), self.key)
         except Exception as exc:
             failure = Failure(f"malformed timer: {exc!r}", "DecodeError", FATAL)
             await self._finish_dead_letter(msg, failure, await self._dead_letter(msg, failure))
@@ -462,14 +470,19 @@ class TimerWorker(ConsumerWorker):
             await msg.nak(delay=early)
             return
         try:
-            publishes, before, after = await self.versions.run(lambda: self.bucket.mutate(key, self._step))
-            if before is not None and after is not None and before != after:
-                self.saga_metrics.timed_out(before)
-                self.saga_metrics.moved(before, after)
+            outcomes = await asyncio.gather(*(self._wake(key) for key in keys), return_exceptions=True)
+            woken = [o for o in outcomes if not isinstance(o, BaseException)]
+            publishes = [p for outcome in woken for p in outcome if not alarms.is_alarm(p)]
+            publishes += alarms.merge([p for outcome in woken for p in outcome if alarms.is_alarm(p)])
             futures = [await self._publish(p, msg) for p in publishes]
             async with asyncio.timeout(self.spec.ack_wait):
                 await asyncio.gather(*futures)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
         except Exception as exc:
+            # When it comes back, an instance already woken finds its timeout applied and publishes its
+            # outputs again (deduplicated): none is lost if a publish failed after the instance was saved.
             event(log, logging.WARNING, "timer retry", **self._about(msg), error=repr(exc))
             self.metrics.outcome["retried"].inc()
             await msg.nak(delay=1.0)
@@ -477,6 +490,14 @@ class TimerWorker(ConsumerWorker):
         await self._ack(msg)
         self.processed += 1
         self.metrics.acked.inc()
+
+    async def _wake(self, key: str) -> list[Publish]:
+        """Apply one instance's alarm: its timeout if due, else re-arm for its deadline."""
+        publishes, before, after = await self.versions.run(lambda: self.bucket.mutate(key, self._step))
+        if before is not None and after is not None and before != after:
+            self.saga_metrics.timed_out(before)
+            self.saga_metrics.moved(before, after)
+        return publishes
 
     def _step(self, record: Any) -> tuple[Any, tuple[list[Publish], str | None, str | None]]:
         before = record["state"] if record else None

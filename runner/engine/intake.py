@@ -35,6 +35,7 @@ from typing import Any
 from runner import codec
 from runner.config.model import Config, SagaSpec
 from runner.engine import headers
+from runner.engine.alarms import AlarmGroups
 from runner.engine.deadletter import H_CORRELATION
 from runner.engine.metrics import SagaMetrics
 from runner.engine.saga import Publish, SagaMachine
@@ -101,6 +102,7 @@ class Intake:
         self.validator = validator  # see start_validator
         self.grace = min(3.0, deadline / 2)  # after the fence: time to learn whether a late ack made it
         self._cleanups: set[asyncio.Task[None]] = set()
+        self.alarm_groups = AlarmGroups(self._send_alarm)
         self.metrics = SagaMetrics.of(machine.spec.name, machine.spec.compensation_failed_state)
 
     async def start(self, key: str, data: dict[str, Any], digest: str | None = None) -> Started:
@@ -131,25 +133,32 @@ class Intake:
         self, key: str, record: dict[str, Any], data: dict[str, Any], digest: str | None
     ) -> Started | None:
         """Retry the writes while JetStream is unavailable; None if the start landed after its fence."""
-        created = armed = False
+        created = False
         delay = 0.05
         while True:
             try:
                 if not created:
-                    existing = await self._create(key, record)
+                    existing = await self._store(key, record)
                     if existing is not None:
                         return await self._existing(key, existing, data, digest)
                     created = True
                     self.metrics.moved(None, record["state"])
-                if not armed:
-                    await self._arm(key, record)
-                    armed = True
                 if await self._publish_start(key, data, record["startEvent"], record["acceptBy"]):
                     return Started(key, record, replayed=False)
                 return None  # stored after the fence: consumers will ignore it
             except Unavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def _store(self, key: str, record: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+        """Create the record and store its alarm, both at once; the record already there if the key is taken
+        (the alarm then wakes that instance once more, which finds nothing to do or re-arms it)."""
+        created, armed = await asyncio.gather(self._create(key, record), self._arm(record), return_exceptions=True)
+        if isinstance(created, BaseException):
+            raise created
+        if isinstance(armed, BaseException):
+            raise armed
+        return created
 
     async def _create(self, key: str, record: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
         """Create the record; the one already there (and its revision) if the key is taken."""
@@ -179,21 +188,20 @@ class Intake:
             return Started(key, record, replayed=True)
         # Still at its start: confirm the first attempt's timer and start event (same ids, same fence; a
         # duplicate is harmless) or, if that attempt was given up on, replace it with this one.
-        await self._arm(key, record)
+        await self._arm(record)
         if await self._publish_start(key, record["data"], record["startEvent"], record["acceptBy"]):
             return Started(key, record, replayed=True)
         await self.bucket.delete(key, revision)
         return await self.start(key, data, digest)
 
-    async def _arm(self, key: str, record: dict[str, Any]) -> None:
+    async def _arm(self, record: dict[str, Any]) -> None:
         """Store the instance's timer before its start event: if the start is never consumed (or given up
-        on), the timer still fires; on an instance that is gone or moved on it finds nothing to do."""
-        alarms = [await self._send(key, p) for p in self.machine.alarm(record)]
-        for ack in alarms:
-            await ack
+        on), the timer still fires; on an instance that is gone or moved on it finds nothing to do.
+        Concurrent requests share one schedule (runner/engine/alarms.py)."""
+        await self.alarm_groups.arm(self.machine.alarm(record))
 
-    async def _send(self, key: str, p: Publish) -> asyncio.Future[Any]:
-        msg_headers = {"Nats-Msg-Id": p.msg_id, H_CORRELATION: key, **(p.headers or {})}
+    async def _send_alarm(self, p: Publish) -> asyncio.Future[Any]:
+        msg_headers = {"Nats-Msg-Id": p.msg_id, **(p.headers or {})}
         return await self.publisher.publish(p.subject, codec.dumps(p.data), msg_headers)
 
     async def _publish_start(self, key: str, data: dict[str, Any], event_id: str, fence: float) -> bool:

@@ -23,14 +23,15 @@ that has passed fires its timeout; one still ahead re-arms the alarm for it.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from runner.config import saga_json
 from runner.config.model import REJECTED_STATE, Emit, SagaSpec, Transition
-from runner.engine import picks
+from runner.engine import alarms, picks
+from runner.engine.outputs import Publish
+from runner.engine.timestamps import iso
 from runner.errors import OutOfOrder
 
 COMPENSATING = "compensating"
@@ -40,33 +41,12 @@ REJECTED_SUBJECT = "rejected"
 REASON_LIMIT = 500  # a rejection's reason quotes a validator's message: kept readable and bounded
 
 
-@dataclass(frozen=True)
-class Publish:
-    """A message to publish after the instance is saved. `msg_id` makes re-publishing harmless."""
-
-    subject: str
-    data: dict[str, Any]
-    msg_id: str
-    headers: dict[str, str] | None = None
-
-
 @dataclass
 class Decision:
     record: dict[str, Any]
     publishes: list[Publish] = field(default_factory=list)
     changed: bool = True
     note: str = ""
-
-
-@functools.lru_cache(maxsize=256)
-def _iso_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def iso(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds. Records keep epoch seconds; formatting waits for a reader."""
-    second = int(ts)
-    return f"{_iso_second(second)}.{int((ts - second) * 1000):03d}Z"
 
 
 class SagaMachine:
@@ -162,11 +142,13 @@ class SagaMachine:
             return None
         now = time.time() if now is None else now
         deadline = record.get("deadline")
+        again = self._timeout_outputs(record)
         if not deadline or deadline["entered"] != record["entered"]:
-            return None  # the current state has no timeout: the alarm is simply spent
+            # The current state has no timeout: the alarm is spent.
+            return Decision(record, again, changed=False, note="timeout outputs again") if again else None
         if deadline["due"] > now:  # not yet: fire again when it is due
             record = {**record, "alarm": deadline["due"]}
-            return Decision(record, self.alarm(record), note="re-armed")
+            return Decision(record, again + self.alarm(record), note="re-armed")
         # This alarm is spent: whatever state comes next arms a fresh one.
         return self.on_timeout({**record, "alarm": None}, deadline["state"], deadline["entered"])
 
@@ -299,18 +281,30 @@ class SagaMachine:
         alarm = record.get("alarm")
         if alarm is None or not self.spec.timer_subject:
             return []
-        key = record["key"]
-        body = {self.spec.key: key, "alarm": alarm}
-        headers = {"Nats-Schedule": f"@at {iso(alarm)}", "Nats-Schedule-Target": f"{self.spec.timer_subject}.fire"}
-        return [Publish(f"{self.spec.timer_subject}.at.{key}", body, f"{key}.alarm.{alarm:.3f}", headers)]
+        return [alarms.schedule(self.spec.timer_subject, [record["key"]], alarm)]
+
+    def _timeout_outputs(self, record: dict[str, Any]) -> list[Publish]:
+        """What the timeout that last moved the instance published, to publish again (deduplicated by id):
+        the alarm that applied it is redelivered if publishing failed after the instance was saved."""
+        last = next((e for e in reversed(record["history"]) if "id" in e), None)
+        if last is None or last["subject"] != TIMEOUT_SUBJECT:
+            return []
+        return self._outputs_of(record, last["id"])
 
     def _replay(self, record: dict[str, Any], event_id: str) -> list[Publish]:
-        out = [
+        """A redelivered event's outputs again, with the alarm (its publish may not have happened)."""
+        out = self._outputs_of(record, event_id)
+        if record.get("startEvent") == event_id:
+            return out  # the API's start event: published only once the API had stored the alarm
+        return out + self.alarm(record)
+
+    @staticmethod
+    def _outputs_of(record: dict[str, Any], event_id: str) -> list[Publish]:
+        return [
             Publish(e["subject"], e["data"], e["msg_id"])
             for e in record["history"]
             if e.get("cause") == event_id and "msg_id" in e
         ]
-        return out + self.alarm(record)
 
     def _publish(self, record: dict[str, Any], emit: Emit, cause: str) -> Publish:
         data = picks.payload(emit, record, self.spec.key)

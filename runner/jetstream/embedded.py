@@ -72,7 +72,7 @@ def sync_interval(value: str) -> str:
     return f"{millis}ms"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when its parent dies, even by SIGKILL; None elsewhere.
 
     SIGTERM rather than SIGKILL: nats-server then closes its store cleanly, and the store lock it inherited keeps
@@ -201,7 +201,7 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches flowrun only; it stops the server after draining
                 pass_fds=(self.lock.fd,) if self.lock.fd is not None else (),  # the store stays locked while it runs
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
 
     def listening(self) -> bool:

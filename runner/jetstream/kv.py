@@ -48,6 +48,7 @@ class Bucket:
         publisher: Publisher,
         max_conflicts: int = 50,
         cache_size: int = 1024,
+        keep_decoded: bool = False,
     ):
         self.kv = kv
         self.name = name
@@ -56,10 +57,12 @@ class Bucket:
         self.max_conflicts = max_conflicts
         self.cache_size = cache_size
         self._queues: dict[str, list[_Pending[Any]]] = {}
-        # Values this process wrote last (as stored bytes: compact), so a read-modify-write usually
-        # needs no read. Another process's write makes an entry stale; the compare-and-set then fails
-        # and we re-read.
-        self._cache: OrderedDict[str, tuple[bytes | None, int]] = OrderedDict()
+        # Values this process wrote last, so a read-modify-write usually needs no read. Another process's
+        # write makes an entry stale; the compare-and-set then fails and we re-read. Kept as stored bytes
+        # (compact), or decoded where every mutation is the engine's own and returns new objects (saga
+        # instances): their records are the largest values, and decoding them was the hot path's top cost.
+        self.keep_decoded = keep_decoded
+        self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self._direct = f"$JS.API.DIRECT.GET.KV_{name}.$KV.{name}."
 
     async def get(self, key: str) -> tuple[Any, int]:
@@ -83,12 +86,22 @@ class Bucket:
             return None, revision  # deleted: the next create must expect this revision
         return reply.data or None, revision
 
-    def _remember(self, key: str, raw: bytes | None, revision: int) -> None:
-        # orjson hands out bytes inside an 8 KiB block; a copy of the exact size keeps the cache compact.
-        self._cache[key] = (bytes(memoryview(raw)) if raw else None, revision)
+    def _remember(self, key: str, value: Any, raw: bytes | None, revision: int) -> None:
+        if self.keep_decoded:
+            self._cache[key] = (value, revision)
+        else:  # orjson hands out bytes inside an 8 KiB block; a copy of the exact size keeps the cache compact
+            self._cache[key] = (bytes(memoryview(raw)) if raw else None, revision)
         self._cache.move_to_end(key)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+    def _cached(self, key: str) -> tuple[Any, int] | None:
+        """(value, revision) as this process last saw it, decoded; None if not cached."""
+        entry = self._cache.get(key)
+        if entry is None or self.keep_decoded:
+            return entry
+        raw, revision = entry
+        return (codec.loads(raw) if raw else None), revision
 
     def forget(self, key: str) -> None:
         """Drop a cached value that will not be needed soon (e.g. a finished saga instance)."""
@@ -99,7 +112,7 @@ class Bucket:
         Conflict if it exists. The value is cached, so the next mutate of the key needs no read."""
         raw = codec.dumps(value)
         stored = await self._write(key, raw, revision)
-        self._remember(key, raw, stored)
+        self._remember(key, value, raw, stored)
         return stored
 
     async def delete(self, key: str, revision: int) -> None:
@@ -153,19 +166,20 @@ class Bucket:
     async def _commit(self, key: str, batch: list[_Pending[Any]], assume_absent: bool) -> None:
         conflicts = 0
         while True:
-            cached = self._cache.get(key)
+            cached = self._cached(key)
             guessed = cached is None and assume_absent and not conflicts
+            raw: bytes | None = None
             if cached is not None:
-                raw, revision = cached
+                value, revision = cached
             elif guessed:
-                raw, revision = None, 0
+                value, revision = None, 0
             else:
                 try:
                     raw, revision = await self._read(key)
                 except Exception as exc:  # unavailable: every queued caller hears it, none waits forever
                     self._fail_all(batch, exc)
                     return
-            value = codec.loads(raw) if raw else None
+                value = codec.loads(raw) if raw else None
             applied = self._apply(batch, value, guessed)
             if applied is None:  # a mutation objected to our guess of "absent": read the real value
                 conflicts += 1
@@ -180,9 +194,11 @@ class Bucket:
                 if current is not value:
                     raw = codec.dumps(current)
                     revision = await self._write(key, raw, revision)
-                    self._remember(key, raw, revision)
+                    self._remember(key, current, raw, revision)
+                elif cached is not None:
+                    self._cache.move_to_end(key)
                 elif not guessed:
-                    self._remember(key, raw, revision)
+                    self._remember(key, value, raw, revision)
             except Conflict:
                 self._cache.pop(key, None)
                 conflicts += 1

@@ -28,6 +28,30 @@ class RestartPolicy:
     poll: float = 0.2
 
 
+class RecentRestarts:
+    """The restart budget of one supervised process: how many restarts in the last `window`, and the next delay."""
+
+    def __init__(self, policy: RestartPolicy):
+        self.policy = policy
+        self._times: deque[float] = deque()
+
+    def count(self) -> int:
+        while self._times and time.monotonic() - self._times[0] > self.policy.window:
+            self._times.popleft()
+        return len(self._times)
+
+    def exhausted(self) -> bool:
+        """One more death would be restart number max_restarts + 1 within the window: time to give up."""
+        return self.count() >= self.policy.max_restarts
+
+    def delay(self) -> float:
+        """Backoff before the next restart: doubles per recent restart, up to max_delay."""
+        return min(self.policy.max_delay, self.policy.first_delay * 2 ** self.count())
+
+    def record(self) -> None:
+        self._times.append(time.monotonic())
+
+
 class ServerGuard:
     """Watches the child; `failure` says why it gave up (then `stop` is set and flowrun must exit non-zero)."""
 
@@ -38,25 +62,23 @@ class ServerGuard:
         self.restarts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        recent: deque[float] = deque()
+        recent = RecentRestarts(self.policy)
         while not stop.is_set():
             code = self.server.exit_code()
             if code is None:
                 await asyncio.sleep(self.policy.poll)
                 continue
-            while recent and time.monotonic() - recent[0] > self.policy.window:
-                recent.popleft()
-            if len(recent) >= self.policy.max_restarts:
+            if recent.exhausted():
                 self._give_up(
-                    stop, f"nats-server exited (code {code}) after {len(recent)} restarts in {self.policy.window:g}s"
+                    stop, f"nats-server exited (code {code}) after {recent.count()} restarts in {self.policy.window:g}s"
                 )
                 return
-            delay = min(self.policy.max_delay, self.policy.first_delay * 2 ** len(recent))
+            delay = recent.delay()
             event(log, logging.ERROR, "nats-server exited; restarting", code=code, delay=f"{delay:g}s")
             await asyncio.sleep(delay)
-            recent.append(time.monotonic())
+            recent.record()
             try:
-                self.server.spawn()  # from the event loop's (main) thread: see embedded._die_with_parent
+                self.server.spawn()  # from the event loop's (main) thread: see embedded.die_with_parent
             except (OSError, RuntimeError) as exc:
                 self._give_up(stop, f"cannot restart nats-server: {exc}")
                 return

@@ -1,4 +1,5 @@
-"""Serve a Runtime in the foreground until SIGINT or SIGTERM: the lifecycle `flowrun up` and `flowrun start` share.
+"""Serve in the foreground until SIGINT or SIGTERM: a Runtime (`flowrun start`, `up --in-process`) or the service
+processes of `flowrun up`.
 
 A stop signal lets in-flight messages finish and ack before the connection drains; an embedded nats-server that
 keeps dying under `flowrun up` (its ServerGuard gives up) ends the run too, as a failure.
@@ -13,7 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from runner.jetstream.server_guard import ServerGuard
+from runner.serve import heap
 from runner.serve.service import ProvisionError, Runtime
+from runner.serve.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from runner.serve.watch import Reloader
@@ -41,6 +44,7 @@ async def serve_until_stopped(
     except (ProvisionError, OSError) as exc:  # a mismatch with --provision verify, a port in use
         await runtime.stop()
         raise ServeFailed(str(exc)) from exc
+    heap.settle()
     started()
     guarding = asyncio.create_task(guard.run(stop)) if guard else None
     watching = asyncio.create_task(reloader.watch(stop)) if reloader else None
@@ -55,3 +59,25 @@ async def serve_until_stopped(
     await runtime.stop()
     if guard and guard.failure:
         raise ServeFailed(guard.failure)
+
+
+async def supervise_until_stopped(
+    supervisor: Supervisor, started: Callable[[], None], stopping: Callable[[], None], guard: ServerGuard | None = None
+) -> None:
+    """Spawn the service processes, call `started`, keep them (and the embedded server) running until a stop
+    signal or until one cannot be kept running; then call `stopping` and stop every process."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor.start()
+    started()
+    tasks = [asyncio.create_task(supervisor.run(stop))] + ([asyncio.create_task(guard.run(stop))] if guard else [])
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    stopping()
+    await supervisor.stop()
+    failure = supervisor.failure or (guard.failure if guard else None)
+    if failure:
+        raise ServeFailed(failure)

@@ -107,13 +107,18 @@ def build_app(runtime: RuntimeView, service: ServiceSpec) -> web.Application:
     return app
 
 
-async def start_http(runtime: RuntimeView, service: ServiceSpec, port: int | None) -> tuple[web.AppRunner, str]:
+async def start_http(
+    runtime: RuntimeView, service: ServiceSpec, port: int | None, reuse_port: bool = False
+) -> tuple[web.AppRunner, str]:
+    """Serve the service's API; `reuse_port` lets several processes of the service share the port (SO_REUSEPORT)."""
     assert service.http is not None
     app = build_app(runtime, service)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=PROTOCOL_LOG)
     await runner.setup()
     host = service.http.host
-    site = web.TCPSite(runner, host, service.http.port if port is None else port, reuse_address=True)
+    site = web.TCPSite(
+        runner, host, service.http.port if port is None else port, reuse_address=True, reuse_port=reuse_port
+    )
     await site.start()
     bound = runner.addresses[0][1]  # the port actually bound (port 0 picks a free one)
     url = f"http://{host}:{bound}"

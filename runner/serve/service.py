@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -55,9 +56,23 @@ class RuntimeOptions:
     http_port: int | None = None  # overrides the YAML port of the (single) HTTP service
     metrics_port: int | None = None  # `/metrics` on its own port (for services without HTTP); 0 picks a free one
     metrics_host: str = "127.0.0.1"
+    # SO_REUSEPORT on the HTTP site: the processes `flowrun up` starts for one service share its port. Off for a
+    # lone `flowrun start`, so a second start on a taken port fails loudly instead of splitting the traffic.
+    reuse_port: bool = False
     restart_delay: float = 1.0
     # dotted handler path → function run instead (`flowrun test` stubs: runner/testing/stubs.py)
     handlers: dict[str, Callable[..., Awaitable[Any]]] = field(default_factory=dict)
+
+
+async def provision(js: JetStreamContext, config: Config, options: RuntimeOptions) -> Plan:
+    """Make the server match the YAML as `options.provision` says (a mismatch under `verify` is a ProvisionError).
+    `Runtime.start` calls it; `flowrun up` calls it once for all the service processes it starts."""
+    plan = await plan_and_apply(js, config, options.provision, allow_replica_decrease=options.allow_replica_decrease)
+    if options.provision == "verify" and (plan.pending or plan.drift):
+        raise ProvisionError("server does not match the YAML:\n" + "\n".join(str(c) for c in plan.pending + plan.drift))
+    for change in plan.drift:
+        event(log, logging.WARNING, "provision drift", change=str(change))
+    return plan
 
 
 @dataclass
@@ -115,18 +130,9 @@ class Runtime:
         self.js = self.nc.jetstream()
         self.publisher = await Publisher(self.nc).start()
         self.jetstream_probe = JetStreamProbe(self.publisher).start()
-        plan = await plan_and_apply(
-            self.js, self.config, self.options.provision, allow_replica_decrease=self.options.allow_replica_decrease
-        )
-        if self.options.provision == "verify" and (plan.pending or plan.drift):
-            raise ProvisionError(
-                "server does not match the YAML:\n" + "\n".join(str(c) for c in plan.pending + plan.drift)
-            )
-        for change in plan.drift:
-            event(log, logging.WARNING, "provision drift", change=str(change))
+        await provision(self.js, self.config, self.options)
         for name, bucket in self.config.buckets.items():
-            kv = await self.js.key_value(name)
-            self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
+            self.buckets[name] = await self._open_bucket(self.config, name, bucket.cache)
         self._build_sagas()
         await self._store_definitions()
         self.supervised = list(self._desired_workers().values())
@@ -138,7 +144,7 @@ class Runtime:
             if spec.http is not None:
                 from runner.serve.http_api import start_http  # aiohttp only where a service serves HTTP
 
-                runner, url = await start_http(self, spec, self.options.http_port)
+                runner, url = await start_http(self, spec, self.options.http_port, self.options.reuse_port)
                 self.http_runners.append(runner)
                 self.http_urls.append(url)
 
@@ -248,7 +254,8 @@ class Runtime:
         consumers = self._consumers()
         alive = not self._stopping and all(s.task is not None and not s.task.done() for s in self.supervised)
         connected = bool(self.nc and self.nc.is_connected)
-        return alive, {"status": "ok" if alive else "failing", "connected": connected, "consumers": consumers}
+        body = {"status": "ok" if alive else "failing", "pid": os.getpid(), "connected": connected}
+        return alive, {**body, "consumers": consumers}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Readiness: connected, JetStream answering, every consumer bound and out of any outage."""
@@ -315,9 +322,13 @@ class Runtime:
             event(log, logging.WARNING, "provision drift", change=str(change))
         for name, bucket in new.buckets.items():
             if name not in self.buckets:
-                kv = await self.js.key_value(name)
-                self.buckets[name] = Bucket(kv, name, self.publisher, cache_size=bucket.cache)
+                self.buckets[name] = await self._open_bucket(new, name, bucket.cache)
         return plan
+
+    async def _open_bucket(self, config: Config, name: str, cache_size: int) -> Bucket:
+        """Saga instance buckets keep hot records decoded: only the engine's own mutations touch them."""
+        sagas = any(saga.bucket == name for saga in config.sagas.values())
+        return Bucket(await self.js.key_value(name), name, self.publisher, cache_size=cache_size, keep_decoded=sagas)
 
     def _desired_workers(self) -> dict[str, _Supervised]:
         """The consumers the current config wants, built (not started), keyed by name."""
@@ -369,7 +380,7 @@ class Runtime:
                 continue
             port = int(self.http_urls[i].rsplit(":", 1)[1])
             await self.http_runners[i].cleanup()
-            self.http_runners[i], self.http_urls[i] = await start_http(self, spec, port)
+            self.http_runners[i], self.http_urls[i] = await start_http(self, spec, port, self.options.reuse_port)
             changes.append(f"HTTP of {name} restarted on {self.http_urls[i]}")
         return changes
 

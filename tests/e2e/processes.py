@@ -23,3 +23,19 @@ def eventually(condition: Callable[[], bool], within: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def children(pid: int) -> dict[int, list[str]]:
+    """The live child processes of `pid` and their command lines (argv), read from /proc."""
+    found: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(") ", 1)[1].split()[:2]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # gone meanwhile
+        if int(ppid) == pid and state != "Z":
+            found[int(entry.name)] = [arg.decode() for arg in argv if arg]
+    return found

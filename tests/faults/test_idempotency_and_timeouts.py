@@ -143,3 +143,28 @@ async def test_timeout_survives_a_restart_of_every_process_and_fires_once(
         assert subjects.count("timeout") == 1
         assert subjects.count("orders.inventory.release") == 1
     assert await stock(js, "MOUSE-001") == (200, 0)
+
+
+async def test_instances_started_together_share_one_schedule_and_each_times_out(
+    nats_server, js, spawn, fast_config: Path
+) -> None:
+    spawn("order", nats_server.url, fast_config, env={"INVENTORY_TIMEOUT": "3s"})  # nobody reserves stock
+    orders = [order("MOUSE-001") for _ in range(40)]
+    await inject(js, orders)
+    ids = [o["orderId"] for o in orders]
+    for _ in range(100):  # bounded: the order service takes the batch within a second or two
+        pending = (await js.stream_info("TIMERS", subjects_filter="flowrun.timers.order.at.>")).state.subjects or {}
+        keys = set()
+        for subject in pending:
+            schedule = await js.get_last_msg("TIMERS", subject)
+            keys.update(codec.loads(schedule.data)["keys"])
+        if keys >= set(ids):
+            break
+        await asyncio.sleep(0.05)
+    assert keys >= set(ids), "every instance's alarm is stored"
+    assert len(pending) < len(ids) / 4, f"{len(pending)} schedules for {len(ids)} instances: alarms are grouped"
+    await asyncio.sleep(4)  # past the timeout: each instance undoes the reservation it may have (nobody confirms)
+    records = await wait_terminal(js, ids, within=0)
+    for rec in records.values():
+        assert rec is not None and rec["state"] == "compensating" and rec["pending"] == ["inventory"]
+        assert rec["reason"] == "inventory did not answer"

@@ -90,7 +90,7 @@ def test_created_starts_pending_and_arms_the_one_alarm(machine: SagaMachine) -> 
     assert alarm.subject == f"{TIMERS}.at.{ORDER}"
     assert alarm.headers is not None and alarm.headers["Nats-Schedule-Target"] == f"{TIMERS}.fire"
     assert alarm.headers["Nats-Schedule"].startswith("@at 20")
-    assert alarm.data["orderId"] == ORDER
+    assert alarm.data["keys"] == [ORDER]
     # armed at the shortest timeout of the saga (PAYMENT_TIMEOUT, 30s), so no later state re-arms it
     assert before + 30 <= alarm.data["alarm"] <= time.time() + 30
     deadline = order.record["deadline"]
@@ -325,6 +325,18 @@ def test_alarm_after_the_deadline_fires_the_timeout(machine: SagaMachine) -> Non
     # the spent alarm is replaced by one for the compensation deadline
     [alarm] = timers(decision.publishes)
     assert alarm.data["alarm"] > time.time()
+
+
+def test_an_alarm_after_the_timeout_publishes_its_compensation_again(machine: SagaMachine) -> None:
+    """The timeout was saved but publishing its refund failed: the redelivered alarm sends it again (same id)."""
+    order = at_awaiting_payment(machine)
+    assert order.record is not None
+    timed_out = machine.on_alarm(order.record, now=order.record["deadline"]["due"] + 0.1)
+    assert timed_out is not None
+    again = machine.on_alarm(timed_out.record, now=order.record["deadline"]["due"] + 0.2)
+    assert again is not None and again.record["state"] == "compensating"
+    assert non_timers(again.publishes) == non_timers(timed_out.publishes)
+    assert machine.on_alarm(order.record, now=order.record["deadline"]["due"] - 5) is not None  # not after others
 
 
 def test_compensation_timeout_ends_in_compensation_failed(machine: SagaMachine) -> None:
