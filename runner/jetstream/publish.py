@@ -111,6 +111,11 @@ class Publisher:
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[len(self._prefix) + 1 :]
         future = self._futures.pop(token, None)
+        # Replies come back about in order: drop the answered waits from the front, so the deadlines kept
+        # are about the waits still open, not every request of the last `reply_timeout` seconds.
+        deadlines, futures = self._deadlines, self._futures
+        while deadlines and deadlines[0][1] not in futures:
+            deadlines.popleft()
         if future is None or future.done():
             return
         if token[0] == "r":

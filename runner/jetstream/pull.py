@@ -171,7 +171,11 @@ class PullStream:
 
     def settled(self, reply: str, kind: bytes) -> None:
         """An ack or term was sent for this delivery: remember it for a while, in case it is lost."""
-        self._settled.append((time.monotonic(), reply, kind))
+        now = time.monotonic()
+        settled = self._settled
+        settled.append((now, reply, kind))
+        while settled[0][0] < now - self.resend_window:  # only the window is ever sent again
+            settled.popleft()
 
     def disconnected(self) -> None:
         self._disconnected_at = time.monotonic()

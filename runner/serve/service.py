@@ -41,6 +41,9 @@ from runner.serve.consumer_stats import ConsumerStatsPoller
 log = logging.getLogger("flowrun.service")
 
 
+HOT_INSTANCES = 1024  # saga records per bucket kept decoded (~5.5 KB each for an order): no decode per event
+
+
 class ProvisionError(Exception):
     pass
 
@@ -326,9 +329,13 @@ class Runtime:
         return plan
 
     async def _open_bucket(self, config: Config, name: str, cache_size: int) -> Bucket:
-        """Saga instance buckets keep hot records decoded: only the engine's own mutations touch them."""
+        """Saga instance buckets keep their hottest records decoded too: only the engine's own (pure) mutations
+        touch them. Bounded apart from `cache:`, as a decoded record takes about four times its bytes."""
         sagas = any(saga.bucket == name for saga in config.sagas.values())
-        return Bucket(await self.js.key_value(name), name, self.publisher, cache_size=cache_size, keep_decoded=sagas)
+        kv = await self.js.key_value(name)
+        return Bucket(
+            kv, name, self.publisher, cache_size=cache_size, decoded=min(cache_size, HOT_INSTANCES) if sagas else 0
+        )
 
     def _desired_workers(self) -> dict[str, _Supervised]:
         """The consumers the current config wants, built (not started), keyed by name."""
