@@ -68,46 +68,43 @@ def merge(alarms: list[Publish]) -> list[Publish]:
 
 
 class AlarmGroups:
-    """Group commit for alarms published one at a time (the API's requests): while one group's publish
-    awaits its acknowledgement, the alarms that arrive join the next group. An alarm alone on an idle
-    process goes out at once; under load, one schedule carries many."""
+    """Alarms set one at a time (the API's requests), stored as one schedule per round of the event loop:
+    the requests a round handles set theirs, and a task that runs in the next round sends them together.
+    No group waits for another's acknowledgement, so grouping adds no round trip, and an alarm alone on
+    an idle process goes out at once."""
 
     def __init__(self, send: Callable[[Publish], Awaitable[asyncio.Future[Any]]]):
         self._send = send
         self._queued: list[tuple[Publish, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._collecting: asyncio.Task[None] | None = None
+        self._storing: set[asyncio.Task[None]] = set()
 
     async def arm(self, alarms: list[Publish]) -> None:
         """Return once every alarm is stored (raises what storing it raised)."""
         if not alarms:
             return
         loop = asyncio.get_running_loop()
-        waits = []
-        for p in alarms:
-            done: asyncio.Future[None] = loop.create_future()
-            self._queued.append((p, done))
-            waits.append(done)
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush())
-        for done in waits:
-            await done
+        stored: asyncio.Future[None] = loop.create_future()
+        self._queued += [(p, stored) for p in alarms]
+        if self._collecting is None:
+            self._collecting = task = loop.create_task(self._store_group())
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+        await stored
 
-    async def _flush(self) -> None:
+    async def _store_group(self) -> None:
+        group, self._queued, self._collecting = self._queued, [], None
+        waiting = {id(f): f for _, f in group}.values()
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                try:
-                    acks = [await self._send(p) for p in merge([p for p, _ in batch])]
-                    await asyncio.gather(*acks)
-                except BaseException as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._flushing = None
+            acks = [await self._send(p) for p in merge([p for p, _ in group])]
+            await asyncio.gather(*acks)
+        except BaseException as exc:
+            for stored in waiting:
+                if not stored.done():
+                    stored.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for stored in waiting:
+            if not stored.done():
+                stored.set_result(None)

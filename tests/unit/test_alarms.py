@@ -54,7 +54,7 @@ def test_a_schedule_stored_before_grouping_still_names_its_instance() -> None:
         alarms.keys_of({"keys": "A", "alarm": 1}, "orderId")
 
 
-async def test_alarms_that_arrive_while_a_group_is_being_stored_share_the_next_one() -> None:
+async def test_alarms_set_in_one_round_share_a_schedule_and_no_group_waits_for_another() -> None:
     sent: list[Publish] = []
     release = asyncio.Event()
 
@@ -63,14 +63,14 @@ async def test_alarms_that_arrive_while_a_group_is_being_stored_share_the_next_o
         return asyncio.ensure_future(release.wait())  # acknowledged once released
 
     groups = alarms.AlarmGroups(send)
-    first = asyncio.create_task(groups.arm([alarms.schedule(TIMERS, ["A"], 1.0)]))
+    first = [asyncio.create_task(groups.arm([alarms.schedule(TIMERS, [k], 1.0)])) for k in "AB"]  # one round
     await asyncio.sleep(0.01)
-    rest = [asyncio.create_task(groups.arm([alarms.schedule(TIMERS, [k], 1.0)])) for k in "BCDE"]
+    later = [asyncio.create_task(groups.arm([alarms.schedule(TIMERS, [k], 1.0)])) for k in "CDE"]
     await asyncio.sleep(0.01)
-    assert len(sent) == 1, "the others wait for the first group's acknowledgement"
+    assert [p.data["keys"] for p in sent] == [["A", "B"], ["C", "D", "E"]], "sent before the first is acknowledged"
+    assert not any(t.done() for t in first + later), "each caller waits for its schedule's acknowledgement"
     release.set()
-    await asyncio.wait_for(asyncio.gather(first, *rest), 2)
-    assert [p.data["keys"] for p in sent] == [["A"], ["B", "C", "D", "E"]]
+    await asyncio.wait_for(asyncio.gather(*first, *later), 2)
 
 
 async def test_a_failed_group_fails_every_caller_in_it() -> None:
