@@ -70,7 +70,8 @@ class EmbeddedCluster:
         return ",".join(self.url_list)
 
     def start(self, timeout: float = 30.0) -> EmbeddedCluster:
-        """Start every node and wait until JetStream has a meta leader that every node knows."""
+        """Start every node and wait until JetStream has a meta leader that every node knows and that counts every
+        other node as a current peer: before that, placing a replicated stream can fail with "peer offline"."""
         try:
             for node in self.nodes:
                 node.lock.acquire()  # refuse a store in use before starting anything
@@ -78,7 +79,8 @@ class EmbeddedCluster:
                 node.spawn()
             for node in self.nodes:
                 node.wait_listening(timeout)
-            self.wait_for_leader(timeout)
+            leader = self.wait_for_leader(timeout)
+            self._wait_for_peers(leader, timeout)
         except BaseException:
             self.stop()
             raise
@@ -102,6 +104,23 @@ class EmbeddedCluster:
                 return leaders.pop()  # type: ignore[return-value]
             time.sleep(0.1)
         raise TimeoutError(f"JetStream elected no meta leader within {timeout}s (see the nodes' nats-server.log)")
+
+    def _wait_for_peers(self, leader: str, timeout: float) -> None:
+        index = next(i for i, n in enumerate(self.nodes) if n.server_name == leader)
+        others = {n.server_name for n in self.nodes} - {leader}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{self.nodes[index].monitor_port}/jsz"
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    replicas = json.load(resp).get("meta_cluster", {}).get("replicas") or []
+            except (OSError, ValueError):
+                replicas = []
+            current = {r["name"] for r in replicas if r.get("current") and not r.get("offline")}
+            if others <= current:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"JetStream meta leader {leader} did not see every peer current within {timeout}s")
 
     def kill(self, i: int) -> None:
         """SIGKILL node i: a crash, no goodbye to its peers."""
