@@ -8,22 +8,27 @@ is drift too unless explicitly allowed: a missing FLOWRUN_REPLICAS must not quie
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 
 from runner import codec
 from runner.config import saga_json
 from runner.config.model import BucketSpec, Config, ConsumerSpec, SagaSpec, ServiceSpec, StreamSpec
 from runner.jetstream import drift, saga_store
 from runner.jetstream.drift import Difference, norm
+from runner.logs import event
 
 log = logging.getLogger("flowrun.provision")
+NO_PLACEMENT = "no suitable peers for placement"
+PLACEMENT_WAIT = 20.0  # seconds a new cluster may take to know every peer
 
 MODES = ("create", "verify", "off")
 
@@ -226,11 +231,27 @@ async def _ensure(
     except NotFoundError:
         plan.changes.append(Change("create", what, summary))
         if apply:
-            await create()
+            await _placed(create, what)
         return
     updates = _compare(what, spec, info.config, plan, allow_replica_decrease)
     if updates and apply:
         await js.update_stream(drift.applied(info.config, updates))
+
+
+async def _placed(create: Callable[[], Awaitable[None]], what: str, within: float = PLACEMENT_WAIT) -> None:
+    """Create, waiting out "no suitable peers for placement" for a while: a cluster that has just formed
+    places replicas only once its meta leader has heard from every peer. Still refused after `within`
+    seconds, it is a lasting shortage (fewer servers up than replicas asked for) and the error says so."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await create()
+            return
+        except BadRequestError as exc:
+            if NO_PLACEMENT not in (exc.description or "") or time.monotonic() > deadline:
+                raise
+            event(log, logging.INFO, "replicas cannot be placed yet; retrying", what=what, reason=exc.description)
+            await asyncio.sleep(0.5)
 
 
 async def _saga_definitions(
