@@ -113,8 +113,10 @@ def start_server(run_dir: Path, sync: str | None = None) -> tuple[Proc, str]:
     `sync`: its fsync policy (`always` or an interval, as `flowrun up --sync`); None keeps the server's."""
     run_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(run_dir / "js")]
-    if sync is not None:
+    args = [server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js"]
+    if sync is None:
+        args += ["-sd", str(run_dir / "js")]
+    else:  # the store directory goes in the config file too: the server refuses it in both places
         conf = run_dir / "nats-server.conf"
         conf.write_text(f'jetstream {{ store_dir: "{run_dir / "js"}", sync_interval: {sync_interval(sync)} }}\n')
         args += ["-c", str(conf)]
