@@ -259,9 +259,6 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
                 print(f"  --- {proc} log tail ---\n{tail}", file=sys.stderr)
         return r
 
-    def order(i: int) -> tuple[str, str]:  # alternate which goes first
-        return ("baseline", "flowrun") if i % 2 == 0 else ("flowrun", "baseline")
-
     def half_baseline(replicas: int) -> float:
         """Open-loop rate: half the baseline's median closed-loop throughput on the same servers."""
         base = [
@@ -271,55 +268,26 @@ async def bench(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any
         ]
         return args.rate or max(1.0, sorted(base)[len(base) // 2] / 2)
 
-    peers = ("baseline", "flowrun", "faststream") if args.faststream else ("baseline", "flowrun")
-    for i in range(args.runs):
-        for kind in peers[i % len(peers) :] + peers[: i % len(peers)]:  # rotate which goes first
-            await run(
-                kind,
-                "throughput",
-                f"throughput {i + 1}/{args.runs}",
-                instances=args.instances if kind == "flowrun" else 1,
-            )
+    async def series(kinds: tuple[str, ...], measure: str, label: str, count: int, **kw: Any) -> None:
+        """`count` runs of each system, which goes first rotating from run to run."""
+        for i in range(count):
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
+                instances = args.instances if kind == "flowrun" else 1
+                await run(kind, measure, f"{label} {i + 1}/{count}", instances=instances, **kw)
+
+    pair = ("baseline", "flowrun")
+    await series((*pair, "faststream") if args.faststream else pair, "throughput", "throughput", args.runs)
     rate = half_baseline(1)
-    for i in range(args.runs):
-        for kind in order(i):
-            await run(
-                kind,
-                "latency",
-                f"latency {i + 1}/{args.runs}",
-                rate=rate,
-                instances=1 if kind == "baseline" else args.instances,
-            )
+    await series(pair, "latency", "latency", args.runs, rate=rate)
     if not args.no_http:  # flowrun twice: as `flowrun up` starts it, and one hand-started process per service
-        apis = ("baseline", "flowrun-up", "flowrun")
-        for i in range(args.runs):
-            for kind in apis[i % len(apis) :] + apis[: i % len(apis)]:
-                await run(
-                    kind, "http", f"http {i + 1}/{args.runs}", instances=args.instances if kind == "flowrun" else 1
-                )
+        await series(("baseline", "flowrun-up", "flowrun"), "http", "http", args.runs)
     if not args.no_scale:
         for i in range(args.runs):
             for n in (1, 2) if i % 2 == 0 else (2, 1):
                 await run("flowrun", "scale", f"scale {i + 1}/{args.runs}", instances=n)
-    for i in range(args.r3_runs):
-        for kind in order(i):
-            await run(
-                kind,
-                "throughput",
-                f"R3 throughput {i + 1}/{args.r3_runs}",
-                instances=1 if kind == "baseline" else args.instances,
-                replicas=3,
-            )
-    for i in range(args.r3_runs):
-        for kind in order(i):
-            await run(
-                kind,
-                "latency",
-                f"R3 latency {i + 1}/{args.r3_runs}",
-                rate=half_baseline(3),
-                instances=1 if kind == "baseline" else args.instances,
-                replicas=3,
-            )
+    if args.r3_runs:
+        await series(pair, "throughput", "R3 throughput", args.r3_runs, replicas=3)
+        await series(pair, "latency", "R3 latency", args.r3_runs, rate=half_baseline(3), replicas=3)
     return runs, rate
 
 

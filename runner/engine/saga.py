@@ -15,10 +15,10 @@ Compensation runs newest step first. Sequentially by default: a step's undo is s
 undo of the step after it is confirmed, since a later step may stand on an earlier one (a shipment on
 reserved stock). `compensation: {order: parallel}` sends them all at once, for independent steps.
 
-Timers: each instance has at most one JetStream message schedule, armed at `now + the shortest
-timeout in the saga`. Every later deadline is at least that far away, so a transition never needs
-to re-arm: the happy path costs one timer publish per instance. When the alarm fires, a deadline
-that has passed fires its timeout; one still ahead re-arms the alarm for it.
+Timers: each instance has one alarm, armed at `now + the shortest timeout in the saga`. Every later
+deadline is at least that far away, so a transition never needs to re-arm. Alarms set together share
+one JetStream message schedule (runner/engine/alarms.py). When the alarm fires, a deadline that has
+passed fires its timeout; one still ahead re-arms the alarm for it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from runner import codec
@@ -254,3 +255,12 @@ class Bucket:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(exc)
+
+
+async def stored_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """Every key the bucket holds a message for (a deleted key's is its delete marker), from the stream's
+    per-subject counts. Not nats-py's `KeyValue.keys()`: its watcher can answer "no keys" for a bucket that
+    has some, when the first delivery is still in flight as it checks the consumer's pending count."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in info.state.subjects or {})

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from runner import codec
 from runner.config import saga_json
 from runner.config.model import Config, SagaSpec
 from runner.config.streams import BucketSpec
+from runner.jetstream.kv import stored_keys
 
 BUCKET = "FLOWRUN_SAGAS"
 
@@ -83,14 +84,17 @@ async def stored_versions(js: JetStreamContext, saga: str | None = None) -> list
     """Every stored definition (of `saga`, if given), oldest first by when it was stored."""
     try:
         kv = await js.key_value(BUCKET)
-        keys = await kv.keys()
-    except (BucketNotFoundError, NoKeysError):
+        keys = await stored_keys(js, BUCKET)
+    except (BucketNotFoundError, NotFoundError):
         return []
     found = []
     for name in keys:
         if saga is not None and not name.startswith(f"{saga}."):
             continue
-        entry = await kv.get(name)
+        try:
+            entry = await kv.get(name)
+        except KeyNotFoundError:  # deleted
+            continue
         if entry.value:
             spec = saga_json.from_json(codec.loads(entry.value))
             found.append((entry.revision or 0, StoredVersion(spec.name, saga_json.version(spec), spec)))

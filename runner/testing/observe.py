@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from runner import codec
 from runner.config.model import Config
 from runner.engine import deadletter
+from runner.jetstream.kv import stored_keys
 from runner.testing.results import MISSING
 
 POLL = 0.02  # seconds between looks at the consumers
@@ -102,7 +103,9 @@ async def kv_value(js: JetStreamContext, bucket: str, key: str) -> Any:
 
 
 async def kv_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """The keys that hold a value now (deleted ones left out)."""
     try:
-        return await (await js.key_value(bucket)).keys()
-    except NoKeysError:
+        keys = await stored_keys(js, bucket)
+    except NotFoundError:
         return []
+    return [key for key in keys if await kv_value(js, bucket, key) is not MISSING]

@@ -15,7 +15,7 @@ import nats
 import pytest
 from nats.js.api import KeyValueConfig
 
-from runner.jetstream.kv import Bucket, Conflict
+from runner.jetstream.kv import Bucket, Conflict, stored_keys
 from runner.jetstream.publish import Publisher
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -98,3 +98,14 @@ async def test_create_refuses_an_existing_key_and_a_delete_needs_the_current_rev
     await two.delete("once", current)
     assert await one.get("once") == (None, current + 1)
     assert await one.mutate("once", add(3)) == 3, "a deleted key is absent again for a mutation"
+
+
+async def test_stored_keys_lists_every_key_written_at_once(buckets: tuple[Bucket, Bucket], nats_server: Any) -> None:
+    one, _ = buckets
+    await asyncio.gather(*(one.create(f"k{i:03d}", {"total": i}) for i in range(150)))
+    nc = await nats.connect(nats_server.url)
+    try:
+        keys = await stored_keys(nc.jetstream(), NAME)
+    finally:
+        await nc.close()
+    assert keys == [f"k{i:03d}" for i in range(150)]
