@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from nats.js import JetStreamContext, api
 
+from bench.harness import die_with_parent
+
 TERMINAL = frozenset({"completed", "cancelled", "compensation_failed"})
 PRODUCT = "BENCH-001"
 INITIAL_STOCK = 10**9
@@ -153,7 +155,11 @@ async def http_load(base_url: str, seconds: float, connections: int, out: Path) 
     args = [sys.executable, "-m", "bench.http_load", base_url, "--out", str(out)]
     args += ["--seconds", str(seconds), "--connections", str(connections), "--timeout", str(per_request)]
     proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,  # a SIGKILLed bench takes it along
     )
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(), seconds + 2 * per_request + 30)
