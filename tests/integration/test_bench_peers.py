@@ -18,8 +18,6 @@ from bench.__main__ import _prepare
 from bench.harness import system
 from bench.load import CORRELATION, INITIAL_STOCK, PRODUCT, Watcher, closed_loop, read_bucket, verify
 
-pytest.importorskip("faststream", reason="the FastStream peer needs the bench extra")
-
 ORDERS = 150
 
 
