@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runner import codec
+from runner.config.subjects import is_identifier
 from runner.engine.outputs import Publish
 from runner.engine.timestamps import iso
 
@@ -41,12 +42,24 @@ def is_alarm(p: Publish) -> bool:
     return p.headers is not None and SCHEDULE in p.headers
 
 
+def split(publishes: list[Publish]) -> tuple[list[Publish], list[Publish]]:
+    """(the other messages, the alarms): alarms are merged before they are published."""
+    others: list[Publish] = []
+    found: list[Publish] = []
+    for p in publishes:
+        (found if is_alarm(p) else others).append(p)
+    return others, found
+
+
 def keys_of(body: Any, key_field: str) -> tuple[list[str], float]:
-    """(keys, alarm) of a fired schedule: grouped, or one instance's as stored before alarms were grouped."""
+    """(keys, alarm) of a fired schedule: grouped, or one instance's as stored before alarms were grouped.
+    Raises ValueError for anything else: a malformed or forged timer is dead-lettered, never applied."""
     alarm = float(body["alarm"])
     keys = body["keys"] if "keys" in body else [body[key_field]]
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError("keys must be a list of strings")
+    if not isinstance(keys, list) or not 0 < len(keys) <= MAX_KEYS:
+        raise ValueError(f"keys must be a list of 1 to {MAX_KEYS} instance keys")
+    if not all(is_identifier(k) for k in keys):
+        raise ValueError("every key must be an identifier (no '.', '*', '>' or whitespace)")
     return keys, alarm
 
 

@@ -128,10 +128,10 @@ class ConsumerWorker:
                     continue
                 if faults.ARMED and result:
                     faults.reached("before-publish")
-                own = [p for p in result if not alarms.is_alarm(p)]
+                own, alarm = alarms.split(result)
                 futures = [await self._publish(p, msg) for p in own]
-                if len(own) < len(result):
-                    batch_alarms += [p for p in result if alarms.is_alarm(p)]
+                if alarm:
+                    batch_alarms += alarm
                     alarmed.append(futures)
                 pending.append((msg, futures, result))
             if batch_alarms:  # one schedule for the batch's instances: each message waits for it
@@ -471,10 +471,8 @@ class TimerWorker(ConsumerWorker):
             return
         try:
             outcomes = await asyncio.gather(*(self._wake(key) for key in keys), return_exceptions=True)
-            woken = [o for o in outcomes if not isinstance(o, BaseException)]
-            publishes = [p for outcome in woken for p in outcome if not alarms.is_alarm(p)]
-            publishes += alarms.merge([p for outcome in woken for p in outcome if alarms.is_alarm(p)])
-            futures = [await self._publish(p, msg) for p in publishes]
+            others, alarmed = alarms.split([p for o in outcomes if not isinstance(o, BaseException) for p in o])
+            futures = [await self._publish(p, msg) for p in others + alarms.merge(alarmed)]
             async with asyncio.timeout(self.spec.ack_wait):
                 await asyncio.gather(*futures)
             failed = next((o for o in outcomes if isinstance(o, BaseException)), None)

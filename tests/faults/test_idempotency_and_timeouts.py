@@ -9,7 +9,7 @@ import pytest
 
 from runner import codec
 from tests.faults.conftest import chaos_calls, edit
-from tests.faults.ledger import audit, get_record, inject, order, quiesce, wait_terminal
+from tests.faults.ledger import audit, dead_letters, get_record, inject, order, quiesce, wait_terminal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -168,3 +168,19 @@ async def test_instances_started_together_share_one_schedule_and_each_times_out(
     for rec in records.values():
         assert rec is not None and rec["state"] == "compensating" and rec["pending"] == ["inventory"]
         assert rec["reason"] == "inventory did not answer"
+
+
+async def test_a_forged_timer_naming_other_subjects_is_dead_lettered_and_touches_no_instance(
+    nats_server, js, spawn, fast_config: Path
+) -> None:
+    for service in ("order", "inventory", "payment"):
+        spawn(service, nats_server.url, fast_config)
+    genuine = order("MOUSE-001")
+    await inject(js, [genuine])
+    forged = {"alarm": 0, "keys": [genuine["orderId"], "*", "a.b"]}  # wildcards would reach other keys' subjects
+    await js.publish("flowrun.timers.order.fire", codec.dumps(forged))
+    assert await dead_letters(js, at_least=1, within=15) == 1
+    dead = await js.get_last_msg("DLQ", "dlq.>")
+    assert dead.headers["Flowrun-Error-Type"] == "DecodeError" and "identifier" in dead.headers["Flowrun-Error"]
+    records = await wait_terminal(js, [genuine["orderId"]], within=20)
+    assert records[genuine["orderId"]]["state"] == "completed", "the genuine instance is not timed out"

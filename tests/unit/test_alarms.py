@@ -54,6 +54,21 @@ def test_a_schedule_stored_before_grouping_still_names_its_instance() -> None:
         alarms.keys_of({"keys": "A", "alarm": 1}, "orderId")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"keys": ["ok", "a.b"], "alarm": 1},  # a subject token: would reach another key's subject
+        {"keys": ["*"], "alarm": 1},
+        {"keys": [], "alarm": 1},
+        {"keys": [f"k{i}" for i in range(alarms.MAX_KEYS + 1)], "alarm": 1},  # more than any group holds
+        {"orderId": "a b", "alarm": 1},
+    ],
+)
+def test_a_forged_or_malformed_schedule_names_no_instance(body: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        alarms.keys_of(body, "orderId")
+
+
 async def test_alarms_set_in_one_round_share_a_schedule_and_no_group_waits_for_another() -> None:
     sent: list[Publish] = []
     release = asyncio.Event()
